@@ -1,0 +1,32 @@
+"""camrt: exact, fast Score-CAM-family explanations on inference engines.
+
+The runtime (``Explainer``, ``Bundle``) needs only numpy and onnxruntime; ``export`` imports torch lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from camrt._version import __version__
+from camrt.errors import BundleError, CamrtError, ExportError, InputError
+from camrt.runtime.bundle import Bundle
+from camrt.runtime.explainer import Explainer, Explanation
+
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "CamrtError",
+    "Explainer",
+    "Explanation",
+    "ExportError",
+    "InputError",
+    "__version__",
+    "export",
+]
+
+
+def export(*args: Any, **kwargs: Any) -> Bundle:
+    """Split a torch model at a layer and write a bundle; see :func:`camrt.exporter.export`."""
+    from camrt.exporter import export as _export
+
+    return _export(*args, **kwargs)

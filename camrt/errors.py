@@ -1,0 +1,19 @@
+"""Errors camrt raises for bad input: one line each, naming the file or argument at fault."""
+
+from __future__ import annotations
+
+
+class CamrtError(Exception):
+    """Base class: the CLI prints ``str(error)`` on one line and exits non-zero."""
+
+
+class BundleError(CamrtError):
+    """A bundle is missing, incomplete, corrupt, or from another format version."""
+
+
+class ExportError(CamrtError):
+    """A model cannot be split or exported (bad layer name, skip connection, verification failed)."""
+
+
+class InputError(CamrtError):
+    """Bad user input: an unreadable image, a wrong shape, a class index out of range, NaNs."""

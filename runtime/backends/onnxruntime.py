@@ -1,0 +1,63 @@
+"""ONNX Runtime backend: the default, CPU by default, with threads and graph optimisation exposed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from camrt.errors import BundleError, CamrtError
+from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CamrtError("backend 'onnxruntime' needs the onnxruntime package: pip install camrt[cpu]") from None
+    return onnxruntime
+
+
+class OnnxrtRunner:
+    """Two ONNX Runtime sessions, features and head; masked inputs go through both in turn."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        graph_optimization: str = "all",
+    ) -> None:
+        ort = _import_ort()
+        if graph_optimization not in _LEVELS:
+            raise CamrtError(f"graph_optimization must be one of {sorted(_LEVELS)}, got {graph_optimization!r}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_optimization])
+        if intra_op_threads:
+            options.intra_op_num_threads = int(intra_op_threads)
+        if inter_op_threads:
+            options.inter_op_num_threads = int(inter_op_threads)
+        options.log_severity_level = 3
+        self.providers = providers or ["CPUExecutionProvider"]
+        self._sessions = {}
+        for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
+            try:
+                self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise BundleError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return self._sessions["features"].run([ACTIVATIONS], {IMAGE: images})[0]
+
+    def head(self, activations: np.ndarray) -> np.ndarray:
+        return self._sessions["head"].run([LOGITS], {ACTIVATIONS: activations})[0]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.head(self.features(images))

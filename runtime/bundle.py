@@ -1,0 +1,155 @@
+"""A bundle on disk: ``manifest.json`` plus the feature and head ONNX graphs, validated on load.
+
+Loading needs only the standard library: any bundle problem becomes a one-line :class:`BundleError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camrt._version import __version__
+from camrt.errors import BundleError
+
+FORMAT = "camrt-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGE, ACTIVATIONS, LOGITS = "image", "activations", "logits"  # stable tensor names in both graphs
+FEATURES_FILE, HEAD_FILE = "features.onnx", "head.onnx"
+
+
+@dataclass
+class Preprocessing:
+    """How a photo becomes the model input: resize the short side, centre-crop, scale to [0, 1], normalise."""
+
+    resize: int
+    crop: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"
+
+
+@dataclass
+class Manifest:
+    """Everything the runtime needs to know about a bundle, as written to ``manifest.json``."""
+
+    model_name: str
+    target_layer: str
+    input_shape: tuple[int, int, int]
+    activation_shape: tuple[int, int, int]
+    num_classes: int
+    preprocessing: Preprocessing
+    opset: int
+    files: dict[str, str]  # file name -> sha256
+    verification: dict[str, float]
+    class_names: list[str] | None = None
+    engines: dict[str, Any] = field(default_factory=dict)
+    camrt_version: str = __version__
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise BundleError(f"{where}: not a camrt bundle manifest (format {data.get('format')!r})")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise BundleError(f"{where}: format_version is missing")
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: bundle format {version} is newer than this camrt ({__version__}) reads "
+                f"(format {FORMAT_VERSION}); upgrade camrt or re-export the bundle"
+            )
+        try:
+            pre = Preprocessing(**{**data["preprocessing"], "crop": tuple(data["preprocessing"]["crop"])})
+            return cls(
+                model_name=str(data["model_name"]),
+                target_layer=str(data["target_layer"]),
+                input_shape=_triple(data["input_shape"]),
+                activation_shape=_triple(data["activation_shape"]),
+                num_classes=int(data["num_classes"]),
+                preprocessing=pre,
+                opset=int(data["opset"]),
+                files=dict(data["files"]),
+                verification=dict(data["verification"]),
+                class_names=data.get("class_names"),
+                engines=dict(data.get("engines") or {}),
+                camrt_version=str(data.get("camrt_version", "?")),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{where}: manifest is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _triple(value: Any) -> tuple[int, int, int]:
+    a, b, c = (int(v) for v in value)
+    return (a, b, c)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """A validated bundle directory: manifest fields, and paths to the graphs."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path: str | Path, verify_hashes: bool = True) -> Bundle:
+        """Read and check ``path/manifest.json`` and every file it lists (presence, SHA-256)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise BundleError(f"{root}: bundle directory not found")
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{manifest_path}: missing; {root} is not a complete camrt bundle")
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{manifest_path}: unreadable or corrupt JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise BundleError(f"{manifest_path}: manifest is not a JSON object")
+        manifest = Manifest.from_dict(data, str(manifest_path))
+        for required in (FEATURES_FILE, HEAD_FILE):
+            if required not in manifest.files:
+                raise BundleError(f"{manifest_path}: lists no {required}")
+        for name, expected in manifest.files.items():
+            file = root / name
+            if not file.is_file():
+                raise BundleError(f"{file}: missing from the bundle")
+            if verify_hashes and sha256_file(file) != expected:
+                raise BundleError(f"{file}: SHA-256 does not match the manifest (corrupt or modified)")
+        return cls(root, manifest)
+
+    @property
+    def features_path(self) -> Path:
+        return self.root / FEATURES_FILE
+
+    @property
+    def head_path(self) -> Path:
+        return self.root / HEAD_FILE
+
+    def class_name(self, index: int) -> str | None:
+        names = self.manifest.class_names
+        return names[index] if names and 0 <= index < len(names) else None
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return (
+            f"Bundle({str(self.root)!r}, model={m.model_name}, layer={m.target_layer}, "
+            f"input={m.input_shape}, activations={m.activation_shape}, classes={m.num_classes})"
+        )

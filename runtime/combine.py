@@ -1,0 +1,39 @@
+"""From channel weights to the map, as each convention's reference does it (order of ReLU, resize, min-max)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from camrt.kernels.masks import weighted_sum_upsampled
+from camrt.kernels.upsample import resize_bilinear
+from camrt.runtime.methods.base import Convention
+
+
+def _minmax(x: np.ndarray, eps: float) -> np.ndarray:
+    """(x - min) / (max(x - min) + eps); with eps 0 a constant map becomes all zeros (the references return None)."""
+    x = x - x.min()
+    span = x.max()
+    if eps:
+        return (x / (span + np.float32(eps))).astype(np.float32)
+    return (x / span).astype(np.float32) if span > 0 else np.zeros_like(x, dtype=np.float32)
+
+
+def combine(
+    conv: Convention, activations: np.ndarray, weights: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(saliency at H x W in [0, 1], map at the convention's native h x w or None) for one image (K, h, w)."""
+    if conv.combine == "gated":
+        total = weighted_sum_upsampled(activations, weights, size, conv.mask)
+        return _minmax(np.maximum(total, 0), 0.0), None
+    low = np.tensordot(weights.astype(np.float64), activations.astype(np.float64), axes=(0, 0)).astype(np.float32)
+    if conv.combine == "paper":
+        # sum_k a_k Up(A_k) == Up(sum_k a_k A_k): upsampling is linear, so combine at h x w, then resize.
+        up = resize_bilinear(low, size, align_corners=conv.mask.align_corners)
+        return _minmax(np.maximum(up, 0), 0.0), None
+    if conv.combine == "pytorch-grad-cam":
+        native = _minmax(np.maximum(low, 0), 1e-7)  # scale_cam_image, then cv2 bilinear resize, then again
+        return _minmax(resize_bilinear(native, size, align_corners=False), 1e-7), native
+    if conv.combine == "torchcam":
+        native = _minmax(np.maximum(low, 0), 1e-8)  # torchcam returns this h x w map
+        return np.clip(resize_bilinear(native, size, align_corners=False), 0, 1), native
+    raise ValueError(f"unknown combine {conv.combine!r}")

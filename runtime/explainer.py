@@ -1,0 +1,226 @@
+"""``Explainer``: loads a bundle, runs a Score-CAM-family method batched on a backend, returns an Explanation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camrt.errors import CamrtError, InputError
+from camrt.kernels.masks import add_range_scaled_noise, masked_inputs
+from camrt.runtime.backends import make_runner
+from camrt.runtime.backends.base import Runner
+from camrt.runtime.bundle import Bundle
+from camrt.runtime.combine import combine
+from camrt.runtime.methods import get_convention
+from camrt.runtime.methods.base import Convention
+from camrt.runtime.noise import NoiseSource, SeededNoise
+from camrt.runtime.plan import SKIP, ZERO, Plan, plan_jobs
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Explanation:
+    """Maps and the numbers behind them for N images."""
+
+    saliency: np.ndarray  # (N, H, W) float32 in [0, 1] at input resolution
+    weights: np.ndarray  # (N, K) float32: the convention's alpha (0 for channels it skips)
+    targets: np.ndarray  # (N,) int64
+    logits: np.ndarray  # (N, classes) float32, of the clean input
+    native: np.ndarray | None  # (N, h, w) the map at the convention's own resolution, where that is not H x W
+    passes_run: int  # masked-input forward passes run (the clean pass not counted)
+    passes_saved: int  # passes the reference runs that were not needed for the same result
+    method: str
+    convention: str
+    seconds: float
+    seed: int | None = None
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Softmax of the clean logits, (N, classes)."""
+        return _softmax(self.logits.astype(np.float64)).astype(np.float32)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Explainer:
+    """Score-CAM, SS-CAM, IS-CAM and ScoreCAM++ on a bundle, on ONNX Runtime (default) or another backend."""
+
+    def __init__(self, bundle: str | Path | Bundle, backend: str | Runner = "onnxruntime", **backend_options: Any):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.runner: Runner = (
+            backend if not isinstance(backend, str) else make_runner(backend, self.bundle, **backend_options)
+        )
+
+    # ------------------------------------------------------------------ public API
+    def explain(
+        self,
+        x: np.ndarray,
+        method: str = "scorecam",
+        convention: str = "paper",
+        targets: int | Sequence[int] | np.ndarray | None = None,
+        batch_size: int = 64,
+        seed: int | None = None,
+        noise: NoiseSource | None = None,
+        progress: Progress | None = None,
+        **options: Any,
+    ) -> Explanation:
+        """Explain preprocessed images x (N, 3, H, W) float32 for ``targets`` (None: the predicted classes)."""
+        started = time.perf_counter()
+        conv = get_convention(method, convention, **options)
+        x = self._check_images(x)
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+        activations = np.ascontiguousarray(self.runner.features(x), dtype=np.float32)
+        logits = np.asarray(self.runner.head(activations), dtype=np.float32)
+        if not np.isfinite(activations).all() or not np.isfinite(logits).all():
+            raise InputError("x: the model gives non-finite activations or logits for this input")
+        target = self._resolve_targets(targets, logits)
+        source = noise if noise is not None else (SeededNoise(seed) if conv.noisy else None)
+        plan = plan_jobs(activations, conv)
+        scores = self._score(conv, plan, activations, x, logits, target, int(batch_size), source, progress)
+        weights = _weights(conv, plan, scores)
+        size = (x.shape[2], x.shape[3])
+        saliency = np.empty((x.shape[0], *size), dtype=np.float32)
+        natives = []
+        for b in range(x.shape[0]):
+            saliency[b], native = combine(conv, activations[b], weights[b], size)
+            natives.append(native)
+        return Explanation(
+            saliency=saliency,
+            weights=weights.astype(np.float32),
+            targets=target,
+            logits=logits,
+            native=np.stack(natives) if natives and natives[0] is not None else None,
+            passes_run=plan.jobs + int(plan.needs_zero_pass),
+            passes_saved=plan.nominal_passes - plan.jobs - int(plan.needs_zero_pass),
+            method=conv.method,
+            convention=conv.name,
+            seconds=time.perf_counter() - started,
+            seed=getattr(source, "seed", None),
+        )
+
+    def explain_images(self, images: Sequence[Any], **kwargs: Any) -> Explanation:
+        """Explain photos (paths or PIL images): the bundle's preprocessing first, then :meth:`explain`."""
+        from camrt.runtime.preprocess import load_batch
+
+        return self.explain(load_batch(images, self.bundle.manifest.preprocessing), **kwargs)
+
+    # ------------------------------------------------------------------ checks
+    def _check_images(self, x: Any) -> np.ndarray:
+        expected = tuple(self.bundle.manifest.input_shape)
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"x: expected a numpy array (N, {', '.join(map(str, expected))}), got {type(x).__name__}")
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected or x.shape[0] == 0:
+            raise InputError(f"x: expected shape (N, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputError(f"x: expected float32 preprocessed images, got dtype {x.dtype}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise InputError("x: contains NaN or infinite values")
+        return x
+
+    def _resolve_targets(self, targets: Any, logits: np.ndarray) -> np.ndarray:
+        n, classes = logits.shape
+        if targets is None:
+            return logits.argmax(axis=1).astype(np.int64)
+        values = np.atleast_1d(np.asarray(targets))
+        if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(values == np.round(values))):
+            raise InputError(f"targets: expected class indices, got {targets!r}")
+        values = values.astype(np.int64)
+        if values.size == 1:
+            values = np.repeat(values, n)
+        if values.shape != (n,):
+            raise InputError(f"targets: expected one class index or {n}, got {values.size}")
+        bad = values[(values < 0) | (values >= classes)]
+        if bad.size:
+            raise InputError(f"targets: class index {int(bad[0])} out of range [0, {classes})")
+        return values
+
+    # ------------------------------------------------------------------ the batched loop
+    def _score(
+        self,
+        conv: Convention,
+        plan: Plan,
+        activations: np.ndarray,
+        x: np.ndarray,
+        logits: np.ndarray,
+        target: np.ndarray,
+        batch_size: int,
+        noise: NoiseSource | None,
+        progress: Progress | None,
+    ) -> np.ndarray:
+        """Scores (N, K, samples) float64 of every channel; the chunks go through one reused input buffer."""
+        n, k = activations.shape[:2]
+        _, c, height, width = x.shape
+        base = logits[np.arange(n), target].astype(np.float64)
+        scores = np.zeros((n, k, conv.samples), dtype=np.float64)
+        total = plan.jobs + int(plan.needs_zero_pass)
+        done = 0
+        if plan.needs_zero_pass:  # X * 0 is the zero image for every image: one pass for all of them
+            zero_logits = np.asarray(self.runner.logits(np.zeros((1, c, height, width), np.float32)))
+            zero_scores = _score_rows(conv.score, np.repeat(zero_logits, n, axis=0), target, base)
+            for b in range(n):
+                scores[b, plan.rep[b] == ZERO, :] = zero_scores[b]
+            done += 1
+        chunk = min(batch_size, max(plan.jobs, 1))
+        buffer = np.empty((chunk, c, height, width), dtype=np.float32)
+        mask_buffer = np.empty((chunk, height, width), dtype=np.float32)
+        mask_noise = np.empty((chunk, height, width), np.float32) if conv.noise == "mask" else None
+        input_noise = np.empty((chunk, c, height, width), np.float32) if conv.noise == "input-range" else None
+        coeffs = np.asarray(conv.coefficients, dtype=np.float32) if conv.coefficients else None
+        for start in range(0, plan.jobs, chunk):
+            stop = min(start + chunk, plan.jobs)
+            bi, ki, si = plan.image[start:stop], plan.channel[start:stop], plan.sample[start:stop]
+            if mask_noise is not None and noise is not None:
+                for j, (b, kk, s) in enumerate(zip(bi.tolist(), ki.tolist(), si.tolist())):
+                    mask_noise[j] = noise.normal(b, s, kk, (height, width))
+                mask_noise[: stop - start] *= np.float32(conv.noise_std)
+            view = masked_inputs(
+                activations, x, bi, ki, conv.mask, buffer,
+                scale=None if coeffs is None else coeffs[si],
+                mask_noise=mask_noise, mask_buffer=mask_buffer,
+            )
+            if input_noise is not None and noise is not None:
+                for j, (b, kk, s) in enumerate(zip(bi.tolist(), ki.tolist(), si.tolist())):
+                    input_noise[j] = noise.normal(b, s, kk, (c, height, width))
+                add_range_scaled_noise(view, input_noise, conv.noise_std)
+            out = np.asarray(self.runner.logits(view))
+            if not np.isfinite(out).all():
+                raise CamrtError("the model gave non-finite logits for a masked input")
+            scores[bi, ki, si] = _score_rows(conv.score, out, target[bi], base[bi])
+            done += stop - start
+            if progress is not None:
+                progress(done, total)
+        for b in range(n):  # duplicates take their representative's scores
+            dup = np.flatnonzero((plan.rep[b] >= 0) & (plan.rep[b] != np.arange(k)))
+            scores[b, dup] = scores[b, plan.rep[b, dup]]
+        return scores
+
+
+def _score_rows(kind: str, logits: np.ndarray, target: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The target class's score per row: softmax probability, logit, or logit minus the clean logit."""
+    rows = np.arange(logits.shape[0])
+    if kind == "prob":
+        return _softmax(logits.astype(np.float64))[rows, target]
+    picked = logits[rows, target].astype(np.float64)
+    return picked - base if kind == "logit-delta" else picked
+
+
+def _weights(conv: Convention, plan: Plan, scores: np.ndarray) -> np.ndarray:
+    """Mean over samples; softmax over channels where the convention says so; skipped channels weigh 0."""
+    weights = scores.mean(axis=2)
+    if conv.softmax_weights:
+        weights = _softmax(weights)
+    weights[plan.rep == SKIP] = 0.0
+    return weights

@@ -1,0 +1,22 @@
+"""SS-CAM (Naidu et al., arXiv 2006.14255): Score-CAM with each score averaged over noisy copies."""
+
+from __future__ import annotations
+
+from camrt.kernels.masks import MaskSpec
+from camrt.runtime.methods.base import Convention
+
+
+def conventions(num_samples: int = 35, std: float = 2.0) -> dict[str, Convention]:
+    """paper: r0cketr1kky/SS-CAM SSCAM2 (noise std (std / range)**2 on the masked input); torchcam: 0.5.0 SSCAM."""
+    return {
+        "paper": Convention(
+            "sscam", "paper", MaskSpec(align_corners=False, normalize_at="input", eps=0.0),
+            score="prob", combine="paper", skip_constant=True, samples=num_samples,
+            noise="input-range", noise_std=std,
+        ),
+        "torchcam": Convention(
+            "sscam", "torchcam", MaskSpec(align_corners=False, normalize_at="feature", eps=1e-8),
+            score="logit-delta", combine="torchcam", softmax_weights=True, samples=num_samples,
+            noise="mask", noise_std=std,
+        ),
+    }

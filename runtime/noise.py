@@ -1,0 +1,34 @@
+"""Noise for SS-CAM: standard normals keyed by (image, sample, channel), so results never depend on batching."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class NoiseSource(Protocol):
+    """Gives the standard-normal draw z for one masked input; the method scales it."""
+
+    def normal(self, image: int, sample: int, channel: int, shape: tuple[int, ...]) -> np.ndarray: ...
+
+
+class SeededNoise:
+    """Counter-based: z for (image, sample, channel) comes from its own PCG64 stream seeded by (seed, ...)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
+
+    def normal(self, image: int, sample: int, channel: int, shape: tuple[int, ...]) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, image, sample, channel])
+        return rng.standard_normal(shape, dtype=np.float32)
+
+
+class ArrayNoise:
+    """Replays given draws z[image, sample, channel] (arrays of the right shape): for parity with references."""
+
+    def __init__(self, draws: np.ndarray) -> None:
+        self.draws = draws
+
+    def normal(self, image: int, sample: int, channel: int, shape: tuple[int, ...]) -> np.ndarray:
+        return np.asarray(self.draws[image, sample, channel], dtype=np.float32).reshape(shape)

