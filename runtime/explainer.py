@@ -71,9 +71,13 @@ class Explainer:
         seed: int | None = None,
         noise: NoiseSource | None = None,
         progress: Progress | None = None,
+        save_passes: bool = True,
         **options: Any,
     ) -> Explanation:
-        """Explain preprocessed images x (N, 3, H, W) float32 for ``targets`` (None: the predicted classes)."""
+        """Explain preprocessed images x (N, 3, H, W) float32 for ``targets`` (None: the predicted classes).
+
+        seed (or noise) fixes SS-CAM's draws; save_passes=False runs every pass the reference runs.
+        """
         started = time.perf_counter()
         conv = get_convention(method, convention, **options)
         x = self._check_images(x)
@@ -85,7 +89,7 @@ class Explainer:
             raise InputError("x: the model gives non-finite activations or logits for this input")
         target = self._resolve_targets(targets, logits)
         source = noise if noise is not None else (SeededNoise(seed) if conv.noisy else None)
-        plan = plan_jobs(activations, conv)
+        plan = plan_jobs(activations, conv, save_passes)
         scores = self._score(conv, plan, activations, x, logits, target, int(batch_size), source, progress)
         weights = _weights(conv, plan, scores)
         size = (x.shape[2], x.shape[3])

@@ -36,13 +36,16 @@ class Plan:
 
     @property
     def nominal_passes(self) -> int:
-        """Masked-input passes the reference implementation runs for the same result."""
-        n, k = self.rep.shape
-        return n * k * self.samples
+        """Masked-input passes the reference implementation runs (it runs none for the channels it skips)."""
+        return int((self.rep != SKIP).sum()) * self.samples
 
 
-def plan_jobs(activations: np.ndarray, conv: Convention) -> Plan:
-    """Build the job list for activations (N, K, h, w) under ``conv``."""
+def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = True) -> Plan:
+    """Build the job list for activations (N, K, h, w) under ``conv``.
+
+    save_passes=False runs every pass the reference runs (for benchmarks); the convention's own skipping of
+    constant channels stays, since the reference does not run those either.
+    """
     n, k = activations.shape[:2]
     flat = np.ascontiguousarray(activations.reshape(n, k, -1))
     rep = np.empty((n, k), dtype=np.int64)
@@ -53,13 +56,13 @@ def plan_jobs(activations: np.ndarray, conv: Convention) -> Plan:
         rep[b] = np.arange(k)
         if conv.skip_constant:
             rep[b, constant] = SKIP
-        elif not conv.noisy:
+        elif save_passes and not conv.noisy:
             if conv.mask.normalize == "minmax":
                 rep[b, constant] = ZERO  # min-max maps any constant channel to the zero mask
             elif conv.zero_mask_skippable:
                 rep[b, constant & (rows[:, 0] == 0)] = ZERO  # gate(0) == 0
         live = np.flatnonzero(rep[b] >= 0)
-        if not conv.noisy and live.size > 1:
+        if save_passes and not conv.noisy and live.size > 1:
             keys = rows[live].view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             rep[b, live] = live[first[inverse.ravel()]]

@@ -1,0 +1,29 @@
+# make demo: set up, export the real EfficientNet-Lite0, explain the bundled photos (Score-CAM, ScoreCAM++).
+# make test: set up and run the tests. make bench: the side-by-side CPU benchmark.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[cpu,torch,dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m examples.demo --out demo-out
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks.bench_scorecam
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info
