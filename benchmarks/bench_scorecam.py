@@ -87,7 +87,8 @@ def bench_resnet18(repeats: int, batch_size: int, threads: int) -> dict:
     med, times, tc_map = _timed(torchcam_run, repeats)
     rows["torchcam 0.5.0 ScoreCAM"] = {"seconds": med, "runs": times, "passes": 512}
     diffs = {
-        "camrt[pytorch-grad-cam] vs grad-cam": float(np.abs(rows["camrt[pytorch-grad-cam]"]["saliency"] - gc_map).max()),
+        "camrt[pytorch-grad-cam] vs grad-cam": float(
+            np.abs(rows["camrt[pytorch-grad-cam]"]["saliency"] - gc_map).max()),
         "camrt[torchcam] vs torchcam": float(np.abs(rows["camrt[torchcam]"]["native"] - tc_map).max()),
         "camrt passes saved vs all passes": float(
             np.abs(rows["camrt[pytorch-grad-cam], passes saved"]["saliency"]

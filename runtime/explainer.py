@@ -164,18 +164,18 @@ class Explainer:
         noise: NoiseSource | None,
         progress: Progress | None,
     ) -> np.ndarray:
-        """Scores (N, K, samples) float64 of every channel; the chunks go through one reused input buffer."""
+        """Mean score over samples (N, K) float64 of every channel; chunks go through one reused input buffer."""
         n, k = activations.shape[:2]
         _, c, height, width = x.shape
         base = logits[np.arange(n), target].astype(np.float64)
-        scores = np.zeros((n, k, conv.samples), dtype=np.float64)
+        sums = np.zeros((n, k), dtype=np.float64)
         total = plan.jobs + int(plan.needs_zero_pass)
         done = 0
         if plan.needs_zero_pass:  # X * 0 is the zero image for every image: one pass for all of them
             zero_logits = np.asarray(self.runner.logits(np.zeros((1, c, height, width), np.float32)))
             zero_scores = _score_rows(conv.score, np.repeat(zero_logits, n, axis=0), target, base)
             for b in range(n):
-                scores[b, plan.rep[b] == ZERO, :] = zero_scores[b]
+                sums[b, plan.rep[b] == ZERO] = zero_scores[b] * conv.samples
             done += 1
         chunk = min(batch_size, max(plan.jobs, 1))
         buffer = np.empty((chunk, c, height, width), dtype=np.float32)
@@ -183,13 +183,11 @@ class Explainer:
         mask_noise = np.empty((chunk, height, width), np.float32) if conv.noise == "mask" else None
         input_noise = np.empty((chunk, c, height, width), np.float32) if conv.noise == "input-range" else None
         coeffs = np.asarray(conv.coefficients, dtype=np.float32) if conv.coefficients else None
-        for start in range(0, plan.jobs, chunk):
-            stop = min(start + chunk, plan.jobs)
-            bi, ki, si = plan.image[start:stop], plan.channel[start:stop], plan.sample[start:stop]
+        for bi, ki, si in plan.chunks(chunk):
             if mask_noise is not None and noise is not None:
                 for j, (b, kk, s) in enumerate(zip(bi.tolist(), ki.tolist(), si.tolist())):
                     mask_noise[j] = noise.normal(b, s, kk, (height, width))
-                mask_noise[: stop - start] *= np.float32(conv.noise_std)
+                mask_noise[: bi.size] *= np.float32(conv.noise_std)
             view = masked_inputs(
                 activations, x, bi, ki, conv.mask, buffer,
                 scale=None if coeffs is None else coeffs[si],
@@ -202,14 +200,14 @@ class Explainer:
             out = np.asarray(self.runner.logits(view))
             if not np.isfinite(out).all():
                 raise CamrtError("the model gave non-finite logits for a masked input")
-            scores[bi, ki, si] = _score_rows(conv.score, out, target[bi], base[bi])
-            done += stop - start
+            np.add.at(sums, (bi, ki), _score_rows(conv.score, out, target[bi], base[bi]))
+            done += bi.size
             if progress is not None:
                 progress(done, total)
         for b in range(n):  # duplicates take their representative's scores
             dup = np.flatnonzero((plan.rep[b] >= 0) & (plan.rep[b] != np.arange(k)))
-            scores[b, dup] = scores[b, plan.rep[b, dup]]
-        return scores
+            sums[b, dup] = sums[b, plan.rep[b, dup]]
+        return sums / conv.samples
 
 
 def _score_rows(kind: str, logits: np.ndarray, target: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -222,9 +220,7 @@ def _score_rows(kind: str, logits: np.ndarray, target: np.ndarray, base: np.ndar
 
 
 def _weights(conv: Convention, plan: Plan, scores: np.ndarray) -> np.ndarray:
-    """Mean over samples; softmax over channels where the convention says so; skipped channels weigh 0."""
-    weights = scores.mean(axis=2)
-    if conv.softmax_weights:
-        weights = _softmax(weights)
+    """Softmax over channels of the mean scores where the convention says so; skipped channels weigh 0."""
+    weights = _softmax(scores) if conv.softmax_weights else scores.copy()
     weights[plan.rep == SKIP] = 0.0
     return weights

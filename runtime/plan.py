@@ -7,6 +7,7 @@ representative channel (bit-identical activations give identical masks and score
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,17 +19,18 @@ SKIP, ZERO = -1, -2
 
 @dataclass
 class Plan:
-    """Jobs (image, channel, sample) to run, sorted by image, and how their scores map back to channels."""
+    """Which channels of each image must be run, and how their scores map back to all channels.
+
+    Jobs (image, channel, sample) are generated chunk by chunk, never listed whole: memory stays O(N x K).
+    """
 
     rep: np.ndarray  # (N, K) representative channel, or SKIP / ZERO
-    image: np.ndarray  # (J,)
-    channel: np.ndarray  # (J,)
-    sample: np.ndarray  # (J,)
+    unique: list[np.ndarray]  # per image: the channels that need passes
     samples: int
 
     @property
     def jobs(self) -> int:
-        return int(self.image.shape[0])
+        return sum(u.size for u in self.unique) * self.samples
 
     @property
     def needs_zero_pass(self) -> bool:
@@ -39,9 +41,29 @@ class Plan:
         """Masked-input passes the reference implementation runs (it runs none for the channels it skips)."""
         return int((self.rep != SKIP).sum()) * self.samples
 
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(image, channel, sample) index arrays of at most ``size`` jobs, ordered by image, sample, channel."""
+        image, channel, sample = (np.empty(size, dtype=np.int64) for _ in range(3))
+        filled = 0
+        for b, channels in enumerate(self.unique):
+            for s in range(self.samples):
+                start = 0
+                while start < channels.size:
+                    take = min(size - filled, channels.size - start)
+                    image[filled : filled + take] = b
+                    channel[filled : filled + take] = channels[start : start + take]
+                    sample[filled : filled + take] = s
+                    filled += take
+                    start += take
+                    if filled == size:
+                        yield image.copy(), channel.copy(), sample.copy()
+                        filled = 0
+        if filled:
+            yield image[:filled].copy(), channel[:filled].copy(), sample[:filled].copy()
+
 
 def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = True) -> Plan:
-    """Build the job list for activations (N, K, h, w) under ``conv``.
+    """Decide, for activations (N, K, h, w) under ``conv``, which channels need passes.
 
     save_passes=False runs every pass the reference runs (for benchmarks); the convention's own skipping of
     constant channels stays, since the reference does not run those either.
@@ -49,7 +71,7 @@ def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = Tru
     n, k = activations.shape[:2]
     flat = np.ascontiguousarray(activations.reshape(n, k, -1))
     rep = np.empty((n, k), dtype=np.int64)
-    images, channels = [], []
+    unique = []
     for b in range(n):
         rows = flat[b]
         constant = rows.max(axis=1) == rows.min(axis=1)
@@ -66,21 +88,5 @@ def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = Tru
             keys = rows[live].view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             rep[b, live] = live[first[inverse.ravel()]]
-        unique = np.flatnonzero(rep[b] == np.arange(k))
-        images.append(np.full(unique.size, b, dtype=np.int64))
-        channels.append(unique)
-    samples = conv.samples
-    image_parts, channel_parts, sample_parts = [], [], []
-    for b_idx, ch in zip(images, channels):  # order: image, then sample, then channel
-        for s in range(samples):
-            image_parts.append(b_idx)
-            channel_parts.append(ch)
-            sample_parts.append(np.full(ch.size, s, dtype=np.int64))
-    empty = np.empty(0, dtype=np.int64)
-    return Plan(
-        rep=rep,
-        image=np.concatenate(image_parts) if image_parts else empty,
-        channel=np.concatenate(channel_parts) if channel_parts else empty,
-        sample=np.concatenate(sample_parts) if sample_parts else empty,
-        samples=samples,
-    )
+        unique.append(np.flatnonzero(rep[b] == np.arange(k)))
+    return Plan(rep=rep, unique=unique, samples=conv.samples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from camrt.runtime.explainer import Explainer
+
 from tiny import SIZE, Tiny
 
 

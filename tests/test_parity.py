@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import reference_loops as ref
 from camrt.runtime.noise import ArrayNoise
+
+import reference_loops as ref
 from bundles import tiny_bundle_factory  # noqa: F401  (fixture)
 from tiny import SIZE, Tiny, images, torch_explainer
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from bundles import tiny_bundle, tiny_bundle_factory  # noqa: F401  (fixtures)
 from camrt import Bundle, BundleError, CamrtError, Explainer, InputError
+
+from bundles import tiny_bundle, tiny_bundle_factory  # noqa: F401  (fixtures)
 from tiny import SIZE, Tiny, images, torch_explainer
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from camrt.errors import InputError
 from camrt.runtime.methods import iscam, scorecam, scorecampp, sscam
