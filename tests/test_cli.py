@@ -1,0 +1,287 @@
+"""The ``camrt`` command line, in-process through ``main(argv)`` and as real ``python -m camrt`` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from camrt.cli import collect_images, main, output_stems
+
+SIZE, CLASSES = 32, 5
+NAMES = [f"class{i}" for i in range(CLASSES)]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory) -> Path:
+    """A real bundle of a tiny random CNN (K=8 at 8x8, 5 classes): one explain is a handful of passes."""
+    torch = pytest.importorskip("torch")
+    try:
+        from camrt.exporter import export
+    except ImportError as exc:
+        pytest.skip(f"camrt.exporter.export is not importable ({exc})")
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+    ))
+    model.add_module("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
+    out = tmp_path_factory.mktemp("cli") / "bundle"
+    try:
+        export(model.eval(), "features", out, input_shape=(3, SIZE, SIZE), class_names=NAMES, model_name="tiny-cli")
+    except Exception as exc:  # the exporter is another module's work: report, do not fail these tests
+        pytest.skip(f"camrt.exporter.export failed to build the test bundle ({type(exc).__name__}: {exc})")
+    return out
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """A folder with two photos of different sizes (random pixels: any picture will do for a random model)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(folder / "wide.jpg")
+    Image.fromarray(rng.integers(0, 256, (50, 36, 3), dtype=np.uint8)).save(folder / "tall.png")
+    return folder
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("camrt: error: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_explain_writes_maps_overlays_and_summary(bundle, photos, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, stdout, err = _run(["explain", bundle, photos, "--method", "scorecam", "--convention", "paper",
+                              "--out", out, "--threads", "1", "-q"], capsys)
+    assert code == 0, err
+    assert "explained 2 of 2 images" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "tall.npy", "tall.png", "wide.npy", "wide.png"]
+    for stem in ("tall", "wide"):
+        saliency = np.load(out / f"{stem}.npy")
+        assert saliency.shape == (SIZE, SIZE) and saliency.dtype == np.float32
+        assert saliency.min() >= 0 and saliency.max() <= 1
+        with Image.open(out / f"{stem}.png") as image:
+            assert image.size == (SIZE, SIZE) and image.mode == "RGB"
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"method", "convention", "backend", "model", "layer", "images", "totals"} <= set(summary)
+    assert (summary["method"], summary["convention"], summary["backend"]) == ("scorecam", "paper", "onnxruntime")
+    assert [Path(r["file"]).name for r in summary["images"]] == ["tall.png", "wide.jpg"]  # sorted by name
+    for record in summary["images"]:
+        assert record["status"] == "ok"
+        assert 0 <= record["predicted"] < CLASSES and record["predicted_name"] == NAMES[record["predicted"]]
+        assert record["target"] == record["predicted"] and 0 < record["probability"] <= 1
+        assert 1 <= record["passes_run"] + record["passes_saved"] <= 8 and record["seconds"] >= 0  # K = 8
+    totals = summary["totals"]
+    assert (totals["images"], totals["explained"], totals["skipped"]) == (2, 2, 0)
+    assert totals["passes_run"] == sum(r["passes_run"] for r in summary["images"])
+
+
+def test_bad_images_are_skipped_and_reported(bundle, photos, tmp_path, capsys) -> None:
+    (photos / "broken.jpg").write_bytes(np.random.default_rng(1).bytes(400))
+    (photos / "notes.txt").write_text("not listed: folders give only image files")
+    out = tmp_path / "out"
+    code, stdout, err = _run(["explain", bundle, photos, tmp_path / "gone.png", "--out", out, "-q"], capsys)
+    assert code == 2
+    assert "broken.jpg: not an image" in err and "gone.png: file not found" in err and "Traceback" not in err
+    assert {"tall.npy", "tall.png", "wide.npy", "wide.png", "summary.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "broken.npy").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    by_name = {Path(r["file"]).name: r for r in summary["images"]}
+    assert set(by_name) == {"broken.jpg", "tall.png", "wide.jpg", "gone.png"}
+    assert by_name["broken.jpg"]["status"] == "skipped" and "broken.jpg" in by_name["broken.jpg"]["error"]
+    assert by_name["gone.png"]["status"] == "skipped"
+    assert (summary["totals"]["explained"], summary["totals"]["skipped"]) == (2, 2)
+    assert "2 skipped" in stdout
+
+
+def test_target_by_index_and_name_and_noise_options(bundle, photos, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "--target", "class3", "-q",
+                         "--method", "sscam", "--convention", "torchcam", "-O", "num_samples=2", "--seed", "7"], capsys)
+    assert code == 0, err
+    record = json.loads((out / "summary.json").read_text())["images"][0]
+    assert (record["target"], record["target_name"], record["seed"]) == (3, "class3", 7)
+    first = np.load(out / "wide.npy")
+    code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "--target", "3", "-q",
+                         "--method", "sscam", "--convention", "torchcam", "-O", "num_samples=2", "--seed", "7"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(np.load(out / "wide.npy"), first)  # same seed, same map
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--target", "5"], ["--target", "out of range [0, 5)"]),
+        (["--target", "-1"], ["--target", "out of range"]),
+        (["--target", "clas3"], ["--target", "'class3'"]),
+        (["--convention", "nope"], ["convention", "'nope'", "paper"]),
+        (["--method", "gradcam"], ["--method", "'gradcam'"]),
+        (["-O", "bogus=1"], ["bogus", "scorecam"]),
+        (["--batch-size", "0"], ["--batch-size"]),
+        (["--backend", "tensorrt"], ["--backend"]),
+    ],
+)
+def test_bad_arguments_give_one_line(bundle, photos, tmp_path, capsys, extra, needles) -> None:
+    out = tmp_path / "out"
+    code, _, err = _run(["explain", bundle, photos, "--out", out, "-q", *extra], capsys)
+    assert code == 2
+    _one_error_line(err, *needles)
+    assert not out.exists() or not any(out.iterdir())  # argument errors stop before any output
+
+
+def test_missing_bundle_is_one_line(tmp_path, photos, capsys) -> None:
+    missing = tmp_path / "no-bundle"
+    for argv in (["info", missing], ["explain", missing, photos, "--out", tmp_path / "out"]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2
+        _one_error_line(err, str(missing), "not found")
+
+
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    from camrt.errors import BundleError
+
+    for argv in (["--debug", "info", str(tmp_path)], ["info", str(tmp_path), "--debug"]):
+        with pytest.raises(BundleError):
+            main(argv)
+
+
+def test_info_prints_the_manifest(bundle, capsys) -> None:
+    code, stdout, _ = _run(["info", bundle], capsys)
+    assert code == 0
+    for needle in ("tiny-cli", "features", "3 x 32 x 32", "8 x 8 x 8", "5 (class0", "opset", "verification",
+                   "features.onnx", "head.onnx"):
+        assert needle in stdout
+    code, stdout, _ = _run(["info", bundle, "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["model_name"] == "tiny-cli"
+
+
+def test_help_version_and_usage(capsys) -> None:
+    assert main(["--version"]) == 0
+    assert main(["explain", "--help"]) == 0
+    assert "scorecam++" in capsys.readouterr().out
+    code, _, err = _run([], capsys)
+    assert code == 2
+    _one_error_line(err, "COMMAND")
+
+
+def test_input_collection_and_output_names(tmp_path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("b.JPG", "a.png", ".hidden.png", "readme.md"):
+        (folder / name).write_bytes(b"")
+    (folder / "sub").mkdir()
+    warnings: list[str] = []
+    assert [p.name for p in collect_images([folder, tmp_path / "x.txt"], warnings.append)] == ["a.png", "b.JPG",
+                                                                                                 "x.txt"]
+    collect_images([folder, folder / "sub"], warnings.append)
+    assert warnings == [f"{folder / 'sub'}: no images in this folder"]
+    files = [Path("a/cat.jpg"), Path("b/cat.png"), Path("c/Cat.jpg"), Path("summary.png")]
+    assert output_stems(files) == ["cat", "cat-2", "Cat-3", "summary-2"]
+
+
+def _blocked_torch(tmp_path: Path) -> dict[str, str]:
+    """An environment where ``import torch`` fails, as on a machine with only onnxruntime."""
+    fake = tmp_path / "no_torch"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch' (blocked by the test)\", name='torch')\n"
+    )
+    path = os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def test_subprocess_explain_and_info_without_torch(bundle, photos, tmp_path) -> None:
+    env = _blocked_torch(tmp_path)
+    run = [sys.executable, "-m", "camrt"]
+    result = subprocess.run([*run, "explain", str(bundle), str(photos), "--out", "out", "--threads", "1"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "summary.json").is_file() and (tmp_path / "out" / "wide.png").is_file()
+    result = subprocess.run([*run, "info", str(bundle)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "tiny-cli" in result.stdout, result.stderr
+    result = subprocess.run([*run, "export", "resnet18", "--out", "b"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    _one_error_line(result.stderr, "torch")
+
+
+def test_export_prints_the_bundle_summary(tmp_path, monkeypatch, capsys) -> None:
+    """The export command with load_model stubbed: MODEL, --weights and the model's defaults reach export()."""
+    torch = pytest.importorskip("torch")
+    try:
+        import camrt.exporter  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"camrt.exporter is not importable ({exc})")
+    calls = []
+
+    def load_model(spec, weights=None):
+        calls.append((spec, weights))
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        info = {"name": "stub", "class_names": ["a", "b", "c"], "mean": (0.5, 0.5, 0.5), "std": (0.2, 0.2, 0.2),
+                "input_size": 24}
+        return model, info
+
+    stub = types.ModuleType("camrt.exporter.models")
+    stub.load_model = load_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "camrt.exporter.models", stub)
+    out = tmp_path / "bundle"
+    code, stdout, err = _run(["export", "stub-model", "--layer", "1", "--out", out, "--weights", "w.pt"], capsys)
+    assert code == 0, err
+    assert calls == [("stub-model", "w.pt")]
+    for needle in ("model:        stub", "layer:        1", "3 x 24 x 24", "4 x 24 x 24", "max abs error", "seconds"):
+        assert needle in stdout, stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["class_names"] == ["a", "b", "c"] and manifest["preprocessing"]["std"] == [0.2, 0.2, 0.2]
+    code, _, err = _run(["export", "stub-model", "--layer", "nope", "--out", tmp_path / "b2"], capsys)
+    assert code == 2
+    _one_error_line(err, "nope")
+
+
+def test_export_from_a_factory(tmp_path, monkeypatch, capsys) -> None:
+    """``camrt export package.module:factory``: runs last in this file, as it needs camrt.exporter.models."""
+    pytest.importorskip("torch")
+    try:
+        import camrt.exporter.models  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"camrt.exporter.models is not importable yet ({exc})")
+    (tmp_path / "cli_tiny_models.py").write_text(
+        "import torch\n"
+        "from torch import nn\n\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "bundle"
+    code, stdout, err = _run(["export", "cli_tiny_models:make", "--layer", "1", "--out", out, "--input-size", "32"],
+                             capsys)
+    assert code == 0, err
+    assert "layer:" in stdout and "4 x 16 x 16" in stdout and "max abs error" in stdout
+    assert (out / "manifest.json").is_file()
+    code, _, err = _run(["export", "cli_tiny_models:make", "--layer", "nope", "--out", tmp_path / "b2",
+                         "--input-size", "32"], capsys)
+    assert code == 2
+    _one_error_line(err, "nope")
