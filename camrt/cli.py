@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="masked inputs per forward pass (default: 64)")
     explain.add_argument("--target", "-t", default=None, metavar="CLASS",
                          help="explain this class index or name (default: each image's predicted class)")
-    explain.add_argument("--seed", type=int, default=None, metavar="S", help="noise seed for sscam and iscam")
+    explain.add_argument("--seed", type=int, default=None, metavar="S", help="noise seed for sscam")
     explain.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads of the backend")
     explain.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
                          help="a method option, e.g. num_samples=10 or std=2.0 (repeatable)")

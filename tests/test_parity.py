@@ -15,7 +15,6 @@ import torch
 from camrt.runtime.noise import ArrayNoise
 
 import reference_loops as ref
-from bundles import tiny_bundle_factory  # noqa: F401  (fixture)
 from tiny import SIZE, Tiny, images, torch_explainer
 
 W_RTOL, MAP_ATOL = 1e-5, 1e-5

@@ -13,7 +13,6 @@ import torch
 
 from camrt import Bundle, BundleError, CamrtError, Explainer, InputError
 
-from bundles import tiny_bundle, tiny_bundle_factory  # noqa: F401  (fixtures)
 from tiny import SIZE, Tiny, images, torch_explainer
 
 
@@ -235,3 +234,13 @@ def test_runtime_runs_without_torch(tiny_bundle):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_torch_backend_loads_the_bundle_programs(tiny_bundle):
+    """backend='torch' runs the bundle's torch.export programs: the same numbers as ONNX Runtime."""
+    x = images(2, seed=np.random.SeedSequence().entropy % 2**32)
+    a = Explainer(tiny_bundle).explain(x, "iscam", "torchcam", num_samples=2)
+    b = Explainer(tiny_bundle, backend="torch").explain(x, "iscam", "torchcam", num_samples=2)
+    np.testing.assert_allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)

@@ -30,8 +30,17 @@ class TorchRunner:
         if threads:
             self.torch.set_num_threads(int(threads))
         self.device = self.torch.device(device)
-        self._features = features.to(self.device).eval() if hasattr(features, "eval") else features
-        self._head = head.to(self.device).eval() if hasattr(head, "eval") else head
+        self._features = self._prepare(features)
+        self._head = self._prepare(head)
+
+    def _prepare(self, module: Any) -> Any:
+        """On the device, in eval mode (exported programs are traced in eval mode and refuse ``eval()``)."""
+        module = module.to(self.device)
+        try:
+            module.eval()
+        except NotImplementedError:
+            pass
+        return module
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, **options: Any) -> TorchRunner:
