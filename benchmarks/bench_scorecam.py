@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam draws a progress bar per batch; keep the output a table
+
 
 def _photo(size: int = 224) -> np.ndarray:
     from skimage import data
@@ -81,7 +83,6 @@ def bench_resnet18(repeats: int, batch_size: int, threads: int) -> dict:
                 model(torch.from_numpy(x))
             return extractor(class_idx=target)[0][0].numpy()
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
     med, times, gc_map = _timed(gradcam, repeats)
     rows["grad-cam 1.5.7 ScoreCAM"] = {"seconds": med, "runs": times, "passes": 512}
     med, times, tc_map = _timed(torchcam_run, repeats)
