@@ -1,5 +1,5 @@
 # make demo: set up, export the real EfficientNet-Lite0, explain the bundled photos (Score-CAM, ScoreCAM++).
-# make test: set up and run the tests. make bench: the side-by-side CPU benchmark.
+# make test: set up, then ruff, mypy and the tests. make bench: the side-by-side CPU benchmark.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,6 +20,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
+	tools/typecheck.sh
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -94,16 +94,17 @@ class Explainer:
         weights = _weights(conv, plan, scores)
         size = (x.shape[2], x.shape[3])
         saliency = np.empty((x.shape[0], *size), dtype=np.float32)
-        natives = []
+        natives: list[np.ndarray] = []
         for b in range(x.shape[0]):
             saliency[b], native = combine(conv, activations[b], weights[b], size)
-            natives.append(native)
+            if native is not None:
+                natives.append(native)
         return Explanation(
             saliency=saliency,
             weights=weights.astype(np.float32),
             targets=target,
             logits=logits,
-            native=np.stack(natives) if natives and natives[0] is not None else None,
+            native=np.stack(natives) if natives else None,
             passes_run=plan.jobs + int(plan.needs_zero_pass),
             passes_saved=plan.nominal_passes - plan.jobs - int(plan.needs_zero_pass),
             method=conv.method,

@@ -17,7 +17,7 @@ class SeededNoise:
     """Counter-based: z for (image, sample, channel) comes from its own PCG64 stream seeded by (seed, ...)."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if seed is None else int(seed)
+        self.seed = int(np.random.default_rng().integers(2**63)) if seed is None else int(seed)
 
     def normal(self, image: int, sample: int, channel: int, shape: tuple[int, ...]) -> np.ndarray:
         rng = np.random.default_rng([self.seed, image, sample, channel])

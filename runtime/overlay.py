@@ -57,7 +57,7 @@ def overlay(rgb: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.nda
     return (blend * 255).astype(np.uint8)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write`` on a temporary file beside ``path``, then rename it over ``path`` in one step."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")

@@ -67,7 +67,8 @@ class TorchRunner:
         return self._run(self._features, images)
 
     def head(self, activations: np.ndarray) -> np.ndarray:
-        return self._run(self._head, activations)
+        # a copy: an eager head may run in-place ops on its input (densenet's relu), which would write into ours
+        return self._run(self._head, activations.copy())
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         torch = self.torch

@@ -1,0 +1,35 @@
+"""Rule 1: the wheel installs one namespace, camrt; never top-level runtime/kernels/exporter modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_installs_only_the_camrt_namespace(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("camrt-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names if not name.startswith("camrt-")}
+    assert tops == {"camrt"}
+    for package in ("exporter", "runtime", "kernels", "runtime/backends", "runtime/methods"):
+        assert f"camrt/{package}/__init__.py" in names
+    assert "camrt/cli.py" in names
+
+
+def test_runtime_does_not_import_torch_at_module_level():
+    """Static half of rule 2 (the subprocess test in test_runtime.py is the dynamic half)."""
+    offenders = []
+    for path in list((ROOT / "runtime").rglob("*.py")) + list((ROOT / "kernels").rglob("*.py")):
+        for line in path.read_text().splitlines():
+            if line.startswith(("import torch", "from torch")):
+                offenders.append(f"{path.relative_to(ROOT)}: {line}")
+    assert not offenders
