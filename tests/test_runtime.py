@@ -244,3 +244,14 @@ def test_torch_backend_loads_the_bundle_programs(tiny_bundle):
     np.testing.assert_allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(a.saliency, b.saliency, atol=1e-5)
+
+
+def test_iscam_with_the_unit_path_is_scorecam():
+    """IS-CAM with coefficients (1.0,) integrates nothing: it must give Score-CAM's weights and map exactly."""
+    explainer = torch_explainer(Tiny(seed=6).eval())
+    x = images(2, seed=np.random.SeedSequence().entropy % 2**32)
+    for convention in ("paper", "torchcam"):
+        a = explainer.explain(x, "iscam", convention, coefficients=[1.0])
+        b = explainer.explain(x, "scorecam", convention)
+        np.testing.assert_array_equal(a.weights, b.weights)
+        np.testing.assert_array_equal(a.saliency, b.saliency)

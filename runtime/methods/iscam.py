@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+from camrt.errors import InputError
 from camrt.kernels.masks import MaskSpec
 from camrt.runtime.methods.base import Convention
 
@@ -15,9 +19,18 @@ def cumulative_coefficients(num_samples: int) -> tuple[float, ...]:
     return tuple(coeffs)
 
 
-def conventions(num_samples: int = 10) -> dict[str, Convention]:
-    """paper: ankitaghosh9/Variations-on-Score-CAM IS_CAM; torchcam: 0.5.0 ISCAM (its code, not its docstring)."""
-    coeffs = cumulative_coefficients(num_samples)
+def conventions(num_samples: int = 10, coefficients: Sequence[float] | None = None) -> dict[str, Convention]:
+    """paper: ankitaghosh9/Variations-on-Score-CAM IS_CAM; torchcam: 0.5.0 ISCAM (its code, not its docstring).
+
+    coefficients replaces the cumulative path c_i (then num_samples is its length).
+    """
+    if coefficients is None:
+        coeffs = cumulative_coefficients(num_samples)
+    else:
+        coeffs = tuple(float(c) for c in coefficients)
+        if not coeffs or not all(math.isfinite(c) for c in coeffs):
+            raise InputError(f"coefficients: expected a non-empty sequence of finite numbers, got {coefficients!r}")
+        num_samples = len(coeffs)
     return {
         "paper": Convention(
             "iscam", "paper", MaskSpec(align_corners=False, normalize_at="input", eps=0.0),
