@@ -83,8 +83,7 @@ class Explainer:
         x = self._check_images(x)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
-        activations = np.ascontiguousarray(self.runner.features(x), dtype=np.float32)
-        logits = np.asarray(self.runner.head(activations), dtype=np.float32)
+        activations, logits = self._clean_pass(x, int(batch_size))
         if not np.isfinite(activations).all() or not np.isfinite(logits).all():
             raise InputError("x: the model gives non-finite activations or logits for this input")
         target = self._resolve_targets(targets, logits)
@@ -118,6 +117,17 @@ class Explainer:
         from camrt.runtime.preprocess import load_batch
 
         return self.explain(load_batch(images, self.bundle.manifest.preprocessing), **kwargs)
+
+    def _clean_pass(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Activations (N, K, h, w) and logits (N, classes) of the clean images, batch_size images at a time."""
+        k, h, w = self.bundle.manifest.activation_shape
+        activations = np.empty((x.shape[0], k, h, w), dtype=np.float32)
+        logits = np.empty((x.shape[0], self.bundle.manifest.num_classes), dtype=np.float32)
+        for start in range(0, x.shape[0], batch_size):
+            chunk = slice(start, start + batch_size)
+            activations[chunk] = self.runner.features(x[chunk])
+            logits[chunk] = self.runner.head(activations[chunk])
+        return activations, logits
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, x: Any) -> np.ndarray:
