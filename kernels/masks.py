@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from camrt.kernels.upsample import interpolation_matrix, resize_bilinear
+from camrt.kernels.upsample import resize_bilinear
 
 Gate = Literal["tanh", "sigmoid-relu", "mish", "swish"]
 GATES: tuple[str, ...] = ("tanh", "sigmoid-relu", "mish", "swish")
@@ -175,20 +175,6 @@ def weighted_sum_upsampled(
         masks = channel_masks(activations[None], zeros[: len(sel)], sel, size, spec, out=buf[: len(sel)])
         acc += np.tensordot(weights[sel].astype(np.float64), masks, axes=(0, 0))
     return acc.astype(np.float32)
-
-
-__all__ = [
-    "GATES",
-    "add_range_scaled_noise",
-    "MaskSpec",
-    "apply_gate",
-    "channel_masks",
-    "interpolation_matrix",
-    "masked_inputs",
-    "minmax",
-    "resize_bilinear",
-    "weighted_sum_upsampled",
-]
 
 
 def add_range_scaled_noise(view: np.ndarray, noise: np.ndarray, multiplier: float) -> np.ndarray:
