@@ -27,7 +27,7 @@ def run(out: Path, photos: list[str] | None, batch_size: int) -> list[dict]:
     import camrt
     from camrt.exporter.models import load_model
     from camrt.runtime.overlay import overlay
-    from camrt.runtime.preprocess import load_image, original_for_overlay, preprocess
+    from camrt.runtime.preprocess import load_image, normalize, resize_and_crop
     from examples.photos import photo_paths
 
     out.mkdir(parents=True, exist_ok=True)
@@ -42,9 +42,8 @@ def run(out: Path, photos: list[str] | None, batch_size: int) -> list[dict]:
     pre = explainer.bundle.manifest.preprocessing
     rows = []
     for path in photo_paths(out / "photos", photos):
-        image = load_image(path)
-        x = preprocess(image, pre)[None]
-        rgb = original_for_overlay(image, pre)
+        rgb = np.asarray(resize_and_crop(load_image(path), pre))  # decoded and resized once
+        x = normalize(rgb, pre)[None]
         panels, row = [rgb], {"photo": path.name}
         for method, convention in METHODS:
             result = explainer.explain(x, method, convention, batch_size=batch_size)

@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -48,12 +49,12 @@ def export_graph(
     """Export ``module`` (one input, one output, dynamic batch) to ``path``; return the exporter used."""
     if opset <= TORCHSCRIPT_MAX_OPSET:
         try:
-            _quietly(_export_torchscript, module, example, path, input_name, output_name, opset)
+            _quietly(_export, module, example, path, input_name, output_name, opset, False)
             return "torchscript"
         except Exception:  # deprecated exporter: on any failure try the dynamo one before giving up
             path.unlink(missing_ok=True)
     try:
-        _quietly(_export_dynamo, module, example, path, input_name, output_name, opset)
+        _quietly(_export, module, example, path, input_name, output_name, opset, True)
     except Exception as exc:
         raise ExportError(f"{path.name}: ONNX export failed ({type(exc).__name__}: {first_line(exc)})") from None
     _inline_external_data(path)
@@ -90,35 +91,25 @@ def _silenced_fds() -> Iterator[None]:
         os.close(saved[1])
 
 
-def _export_torchscript(
-    module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str, opset: int
+def _export(
+    module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str, opset: int, dynamo: bool
 ) -> None:
-    torch.onnx.export(
-        module,
-        (example,),
-        str(path),
-        dynamo=False,
-        opset_version=opset,
-        input_names=[input_name],
-        output_names=[output_name],
-        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+    """torch.onnx.export with a dynamic batch axis: dynamic_axes for TorchScript, dynamic_shapes for dynamo."""
+    batch: dict[str, Any] = (
+        {"external_data": False, "dynamic_shapes": {input_name: {0: torch.export.Dim("batch", min=1, max=4096)}}}
+        if dynamo
+        else {"dynamic_axes": {input_name: {0: "batch"}, output_name: {0: "batch"}}}
     )
-
-
-def _export_dynamo(
-    module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str, opset: int
-) -> None:
     torch.onnx.export(
         module,
         (example,),
         str(path),
-        dynamo=True,
-        external_data=False,
+        dynamo=dynamo,
         opset_version=opset,
         input_names=[input_name],
         output_names=[output_name],
-        dynamic_shapes={input_name: {0: torch.export.Dim("batch", min=1, max=4096)}},
         verbose=False,
+        **batch,
     )
 
 

@@ -88,7 +88,7 @@ def channel_masks(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Masks (n, H, W) float32 for the selected (image, channel) pairs of activations (B, K, h, w)."""
-    sel = activations[image_idx, channel_idx].astype(np.float32, copy=True)  # (n, h, w)
+    sel = activations[image_idx, channel_idx].astype(np.float32, copy=False)  # (n, h, w): the gather copied
     if spec.normalize == "minmax" and spec.normalize_at == "feature":
         minmax(sel, spec.eps)
     masks = resize_bilinear(sel, size, spec.align_corners, out=out)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from camrt.kernels.masks import weighted_sum_upsampled
+from camrt.kernels.masks import minmax, weighted_sum_upsampled
 from camrt.kernels.upsample import resize_bilinear
 from camrt.runtime.methods.base import Convention
 
 
 def _minmax(x: np.ndarray, eps: float) -> np.ndarray:
-    """(x - min) / (max(x - min) + eps); with eps 0 a constant map becomes all zeros (the references return None)."""
-    x = x - x.min()
-    span = x.max()
-    if eps:
-        return (x / (span + np.float32(eps))).astype(np.float32)
-    return (x / span).astype(np.float32) if span > 0 else np.zeros_like(x, dtype=np.float32)
+    """(x - min) / (max - min + eps) over the map; with eps 0 a constant map becomes zeros (the references: None)."""
+    return minmax(np.array(x, dtype=np.float32), eps)
 
 
 def combine(
