@@ -14,6 +14,7 @@ PACKAGES = {
     "camrt.runtime": "runtime",
     "camrt.runtime.backends": "runtime/backends",
     "camrt.runtime.methods": "runtime/methods",
+    "camrt.runtime.metrics": "runtime/metrics",
     "camrt.kernels": "kernels",
 }
 

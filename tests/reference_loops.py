@@ -122,3 +122,51 @@ def scorecampp(model, features, x, class_idx=None, gate="tanh", combine="gated")
         weights[i] = float(score)
         saliency += score * (gated if combine == "gated" else s)
     return weights, _finish(saliency)
+
+
+# ---------------------------------------------------------------------------------------------- RISE
+def rise_gkern(klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
+    """eclique/RISE evaluation.py gkern: scipy's gaussian_filter of a delta, one kernel per channel."""
+    from scipy.ndimage import gaussian_filter
+
+    inp = np.zeros((klen, klen))
+    inp[klen // 2, klen // 2] = 1
+    k = gaussian_filter(inp, nsig)
+    kern = np.zeros((3, 3, klen, klen))
+    for c in range(3):
+        kern[c, c] = k
+    return torch.from_numpy(kern.astype("float32"))
+
+
+def rise_blur(x: torch.Tensor) -> torch.Tensor:
+    """RISE's insertion substrate: conv2d with gkern(11, 5), zero padding klen // 2."""
+    return F.conv2d(x, rise_gkern(), padding=11 // 2)
+
+
+@torch.no_grad()
+def rise_causal_metric(model, img: torch.Tensor, explanation: np.ndarray, mode: str, step: int) -> np.ndarray:
+    """RISE CausalMetric.single_run (verbose 0) on one image (1, 3, H, W): scores at every step.
+
+    model returns probabilities (RISE wraps its models in a softmax); deletion goes to zeros, insertion starts
+    from rise_blur; the class is the one predicted on img.
+    """
+    hw = img.shape[2] * img.shape[3]
+    c = int(model(img).argmax(1))
+    n_steps = (hw + step - 1) // step
+    if mode == "del":
+        start, finish = img.clone(), torch.zeros_like(img)
+    else:
+        start, finish = rise_blur(img), img.clone()
+    scores = np.empty(n_steps + 1)
+    salient_order = np.flip(np.argsort(explanation.reshape(-1, hw), axis=1), axis=-1)
+    for i in range(n_steps + 1):
+        scores[i] = float(model(start)[0, c])
+        if i < n_steps:
+            coords = salient_order[:, step * i:step * (i + 1)]
+            start.numpy().reshape(1, 3, hw)[0, :, coords] = finish.numpy().reshape(1, 3, hw)[0, :, coords]
+    return scores
+
+
+def rise_auc(arr: np.ndarray) -> float:
+    """RISE evaluation.py auc."""
+    return float((arr.sum() - arr[0] / 2 - arr[-1] / 2) / (arr.shape[0] - 1))

@@ -1,0 +1,217 @@
+"""``Evaluator``: explain images with several methods, then score every map with the metrics, all batched.
+
+One record per image holds everything the reports need (scores, per-method metric values, curves, passes), so
+a long run can be resumed from the records already written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from camrt.errors import InputError
+from camrt.runtime.explainer import Explainer, Explanation, Progress
+from camrt.runtime.methods import METHODS, get_convention
+from camrt.runtime.metrics.causal import CausalCurves, CausalVariant, causal_curves, get_variant
+from camrt.runtime.metrics.confidence import (
+    DEFAULT_VARIANTS,
+    ConfidenceVariant,
+    explanation_scores,
+    parse_variant,
+)
+from camrt.runtime.metrics.scoring import class_scores
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method, the convention it follows and its options: one column of the evaluation."""
+
+    method: str
+    convention: str = "paper"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``iscam``, ``scorecam:torchcam``, ``sscam[num_samples=5]``: unique, and what the tables show."""
+        text = self.method if self.convention == "paper" else f"{self.method}:{self.convention}"
+        return text + (f"[{','.join(f'{k}={v}' for k, v in self.options)}]" if self.options else "")
+
+    def check(self) -> None:
+        """Fail now, with a one-line error, on an unknown method, convention or option."""
+        get_convention(self.method, self.convention, **dict(self.options))
+
+
+def parse_methods(text: str | Sequence[str], options: dict[str, Any] | None = None) -> list[MethodSpec]:
+    """``scorecam,iscam:torchcam,scorecam++`` as MethodSpecs; ``options`` keys are ``key`` (every method that
+    takes it) or ``method.key`` (that method only)."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [item.strip() for item in items if item.strip()]
+    if not names:
+        raise InputError("--methods: name at least one method")
+    options = dict(options or {})
+    scoped: dict[str, dict[str, Any]] = {}
+    shared: dict[str, Any] = {}
+    for key, value in options.items():
+        method, dot, name = key.rpartition(".")
+        if dot and method not in METHODS:
+            raise InputError(f"--option {key}: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        (scoped.setdefault(method, {}) if dot else shared)[name] = value
+    specs, used = [], set()
+    for name in names:
+        method, _, convention = name.partition(":")
+        if method not in METHODS:
+            raise InputError(f"--methods: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        accepted = set(_option_names(method))
+        chosen = {k: v for k, v in shared.items() if k in accepted}
+        used.update(chosen)
+        chosen.update(scoped.get(method, {}))
+        spec = MethodSpec(method, convention or "paper", tuple(sorted(chosen.items())))
+        spec.check()
+        specs.append(spec)
+    unused = sorted(set(shared) - used)
+    if unused:
+        raise InputError(f"--option {unused[0]}: no method in --methods takes it")
+    labels = [s.label for s in specs]
+    twice = [label for i, label in enumerate(labels) if label in labels[:i]]
+    if twice:
+        raise InputError(f"--methods: {twice[0]!r} is listed twice")
+    return specs
+
+
+def _option_names(method: str) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(METHODS[method]).parameters)
+
+
+@dataclass
+class Evaluation:
+    """Maps and metrics of M methods on N images; ``records()`` gives one JSON-ready record per image."""
+
+    methods: list[MethodSpec]
+    targets: np.ndarray  # (N,) the class explained and scored by Average Drop / Increase in Confidence
+    predicted: np.ndarray  # (N,) the class predicted on the clean image (scored by deletion / insertion)
+    logits: np.ndarray  # (N, classes) of the clean images
+    explanations: list[Explanation]  # one per method
+    confidence: dict[str, tuple[ConfidenceVariant, np.ndarray, np.ndarray]]  # name: (variant, Y (N,), O (M, N))
+    causal: dict[str, CausalCurves]
+    passes: dict[str, int] = field(default_factory=dict)  # metric passes run in this call, by metric
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def saliency(self) -> np.ndarray:
+        """(M, N, H, W)."""
+        return np.stack([e.saliency for e in self.explanations])
+
+    def records(self, class_name: Any = None) -> list[dict[str, Any]]:
+        """Per image: target, prediction, clean scores, and per method its passes and metric values."""
+        n = self.targets.shape[0]
+        logit, prob = class_scores(self.logits, self.targets)
+        out = []
+        for b in range(n):
+            methods = {}
+            for mi, spec in enumerate(self.methods):
+                e = self.explanations[mi]
+                methods[spec.label] = {
+                    "method": spec.method,
+                    "convention": spec.convention,
+                    "options": dict(spec.options),
+                    # passes of a multi-image call are shared; per image they are the call's over n
+                    "passes_run": e.passes_run / n,
+                    "passes_saved": e.passes_saved / n,
+                    "seconds": e.seconds / n,
+                    "confidence": {name: float(o[mi, b]) for name, (_, _, o) in self.confidence.items()},
+                    "causal": {
+                        name: {
+                            "deletion_auc": float(c.deletion_auc[mi, b]),
+                            "insertion_auc": float(c.insertion_auc[mi, b]),
+                            "deletion": [float(v) for v in c.deletion[mi, b]],
+                            "insertion": [float(v) for v in c.insertion[mi, b]],
+                        }
+                        for name, c in self.causal.items()
+                    },
+                }
+            target, predicted = int(self.targets[b]), int(self.predicted[b])
+            out.append({
+                "status": "ok",
+                "target": target,
+                "predicted": predicted,
+                **({"target_name": class_name(target), "predicted_name": class_name(predicted)} if class_name else {}),
+                "score": {"prob": float(prob[b]), "logit": float(logit[b])},
+                "methods": methods,
+                "metric_passes": {k: v / n for k, v in self.passes.items()},
+                "metric_seconds": {k: v / n for k, v in self.seconds.items()},
+            })
+        return out
+
+
+class Evaluator:
+    """Explain with several methods and measure the maps: Average Drop, Increase in Confidence, deletion/insertion.
+
+    confidence: variant names (``prob-full``, ``prob-top50``, ``logit-full``, ...); causal: ``rise`` and/or
+    ``torchcam``; step: RISE's pixels per step (default H·W/28). Win % is computed across images by the reports.
+    """
+
+    def __init__(
+        self,
+        explainer: Explainer,
+        confidence: Sequence[str] = DEFAULT_VARIANTS,
+        causal: Sequence[str] = ("rise",),
+        step: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.explainer = explainer
+        self.confidence = [parse_variant(v) for v in confidence]
+        self.causal: list[CausalVariant] = [get_variant(name, step) for name in dict.fromkeys(causal)]
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+
+    def evaluate(
+        self,
+        x: np.ndarray,
+        methods: Sequence[MethodSpec],
+        targets: int | Sequence[int] | np.ndarray | None = None,
+        seed: int | None = 0,
+        progress: Progress | None = None,
+    ) -> Evaluation:
+        """Explain x (N, 3, H, W) with every method, then run every metric's perturbed inputs through the engine."""
+        if not methods:
+            raise InputError("methods: name at least one method")
+        explanations, passes, seconds = [], {}, {}
+        for spec in methods:
+            explanations.append(self.explainer.explain(
+                x, spec.method, spec.convention, targets=targets, batch_size=self.batch_size, seed=seed,
+                progress=progress, **dict(spec.options),
+            ))
+        first = explanations[0]
+        x = np.ascontiguousarray(x if x.ndim == 4 else x[None], dtype=np.float32)
+        saliency = np.stack([e.saliency for e in explanations])
+        runner = self.explainer.runner
+        started = time.perf_counter()
+        scores = explanation_scores(
+            runner, x, saliency, first.targets, keeps=[v.keep for v in self.confidence], batch_size=self.batch_size,
+        )
+        clean_logit, clean_prob = class_scores(first.logits, first.targets)
+        confidence = {}
+        for v in self.confidence:
+            o_logit, o_prob = scores[v.keep]
+            confidence[v.name] = (v, clean_prob if v.score == "prob" else clean_logit,
+                                  o_prob if v.score == "prob" else o_logit)
+        passes["confidence"] = len(scores) * saliency.shape[0] * saliency.shape[1]
+        seconds["confidence"] = time.perf_counter() - started
+        causal = {}
+        for variant in self.causal:
+            started = time.perf_counter()
+            causal[variant.name] = causal_curves(runner, x, saliency, first.logits, variant, self.batch_size)
+            passes[f"causal:{variant.name}"] = causal[variant.name].passes
+            seconds[f"causal:{variant.name}"] = time.perf_counter() - started
+        return Evaluation(
+            methods=list(methods), targets=first.targets, predicted=first.logits.argmax(axis=1),
+            logits=first.logits, explanations=explanations, confidence=confidence, causal=causal,
+            passes=passes, seconds=seconds,
+        )
