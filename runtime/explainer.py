@@ -14,6 +14,7 @@ from camrt.errors import CamrtError, InputError
 from camrt.kernels.masks import add_range_scaled_noise, masked_inputs
 from camrt.runtime.backends import make_runner
 from camrt.runtime.backends.base import Runner
+from camrt.runtime.backends.device import is_device_runner
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.combine import combine
 from camrt.runtime.methods import get_convention
@@ -89,7 +90,37 @@ class Explainer:
         target = self._resolve_targets(targets, logits)
         source = noise if noise is not None else (SeededNoise(seed) if conv.noisy else None)
         plan = plan_jobs(activations, conv, save_passes)
-        scores = self._score(conv, plan, activations, x, logits, target, int(batch_size), source, progress)
+        if is_device_runner(self.runner):  # masked inputs made on the GPU, straight into the engine's input
+            from camrt.runtime.device_loop import explain_on_device
+
+            weights, saliency, native = explain_on_device(
+                self.runner, conv, plan, activations, x, logits, target, int(batch_size), source, progress,  # type: ignore[arg-type]
+                _score_rows, _weights,
+            )
+        else:
+            weights, saliency, native = self._explain_on_host(
+                conv, plan, activations, x, logits, target, int(batch_size), source, progress
+            )
+        return Explanation(
+            saliency=saliency,
+            weights=weights.astype(np.float32),
+            targets=target,
+            logits=logits,
+            native=native,
+            passes_run=plan.jobs + int(plan.needs_zero_pass),
+            passes_saved=plan.nominal_passes - plan.jobs - int(plan.needs_zero_pass),
+            method=conv.method,
+            convention=conv.name,
+            seconds=time.perf_counter() - started,
+            seed=getattr(source, "seed", None),
+        )
+
+    def _explain_on_host(
+        self, conv: Convention, plan: Plan, activations: np.ndarray, x: np.ndarray, logits: np.ndarray,
+        target: np.ndarray, batch_size: int, source: NoiseSource | None, progress: Progress | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(weights, saliency, native maps or None): the NumPy masked inputs, scored chunk by chunk, then combined."""
+        scores = self._score(conv, plan, activations, x, logits, target, batch_size, source, progress)
         weights = _weights(conv, plan, scores)
         size = (x.shape[2], x.shape[3])
         saliency = np.empty((x.shape[0], *size), dtype=np.float32)
@@ -98,19 +129,7 @@ class Explainer:
             saliency[b], native = combine(conv, activations[b], weights[b], size)
             if native is not None:
                 natives.append(native)
-        return Explanation(
-            saliency=saliency,
-            weights=weights.astype(np.float32),
-            targets=target,
-            logits=logits,
-            native=np.stack(natives) if natives else None,
-            passes_run=plan.jobs + int(plan.needs_zero_pass),
-            passes_saved=plan.nominal_passes - plan.jobs - int(plan.needs_zero_pass),
-            method=conv.method,
-            convention=conv.name,
-            seconds=time.perf_counter() - started,
-            seed=getattr(source, "seed", None),
-        )
+        return weights, saliency, np.stack(natives) if natives else None
 
     def explain_images(self, images: Sequence[Any], **kwargs: Any) -> Explanation:
         """Explain photos (paths or PIL images): the bundle's preprocessing first, then :meth:`explain`."""

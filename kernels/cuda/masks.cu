@@ -1,0 +1,172 @@
+// The masked-input op on the device: one block per masked input, written straight into the engine's input
+// buffer. Same arithmetic as kernels/masks.py masked_inputs (the NumPy reference), step for step:
+// gather A[b, k] -> (feature min-max) -> bilinear upsample -> gate -> (input min-max) -> + mask noise
+// -> x image -> x scale -> + input noise (given std, or the SS-CAM paper's (m / range)^2) -> fp32 or fp16.
+// Also: job decoding (plan order: image, sample, channel) and score accumulation, so that no chunk needs a
+// host round trip. blockDim.x must be a power of two, at most CAMRT_MAX_THREADS.
+#include "common.cuh"
+
+struct MaskArgs {
+    const float* acts; int K, h, w;           // activations (B, K, h, w)
+    const float* images; int C, H, W;         // images (B, C, H, W)
+    const int* image_idx; const int* channel_idx;  // (n,)
+    float scale_h, scale_w; int align_corners;
+    int normalize; float eps; int gate;
+    const float* item_scale;                  // (n,) or null
+    const float* mask_noise;                  // (n, H, W) or null
+    const float* input_noise;                 // (n, C, H, W) or null
+    const float* input_noise_std;             // (n,) or null (std 1), when range_multiplier <= 0
+    float range_multiplier;                   // > 0: std = (m / (max x - min x))^2 per item
+    int channels_last;                        // out layout: 0 (n, C, H, W), 1 (n, H, W, C)
+};
+
+// The mask value (before the input-level min-max) at pixel p of item's map a.
+__device__ __forceinline__ float raw_mask(const MaskArgs& g, const float* a, int p, float flo, float fspan) {
+    int y = p / g.W, x = p - (p / g.W) * g.W;
+    Tap ty = bilinear_tap(y, g.h, g.scale_h, g.align_corners);
+    Tap tx = bilinear_tap(x, g.w, g.scale_w, g.align_corners);
+    float m = bilinear_at(a, g.w, ty, tx, flo, fspan, g.normalize == NORM_FEATURE);
+    return g.gate ? apply_gate(m, g.gate) : m;
+}
+
+template <typename Out>
+__device__ void masked_inputs_body(MaskArgs g, Out* out) {
+    __shared__ float s_lo[CAMRT_MAX_THREADS];
+    __shared__ float s_hi[CAMRT_MAX_THREADS];
+    const int item = blockIdx.x;
+    const int b = g.image_idx[item], k = g.channel_idx[item];
+    const int hw = g.h * g.w, HW = g.H * g.W;
+    const float* a = g.acts + ((long long)b * g.K + k) * hw;
+    const float* img = g.images + (long long)b * g.C * HW;
+    const float inf = __int_as_float(0x7f800000);
+
+    float flo = 0.0f, fspan = 1.0f;  // feature-level min-max over the h x w map
+    if (g.normalize == NORM_FEATURE) {
+        float lo = inf, hi = -inf;
+        for (int p = threadIdx.x; p < hw; p += blockDim.x) {
+            lo = fminf(lo, a[p]);
+            hi = fmaxf(hi, a[p]);
+        }
+        block_minmax(lo, hi, s_lo, s_hi);
+        flo = lo;
+        fspan = minmax_span(lo, hi, g.eps);
+    }
+    float mlo = 0.0f, mspan = 1.0f;  // input-level min-max over the H x W (gated) mask
+    if (g.normalize == NORM_INPUT) {
+        float lo = inf, hi = -inf;
+        for (int p = threadIdx.x; p < HW; p += blockDim.x) {
+            float m = raw_mask(g, a, p, flo, fspan);
+            lo = fminf(lo, m);
+            hi = fmaxf(hi, m);
+        }
+        block_minmax(lo, hi, s_lo, s_hi);
+        mlo = lo;
+        mspan = minmax_span(lo, hi, g.eps);
+    }
+    const float s = g.item_scale ? g.item_scale[item] : 1.0f;
+    float noise_std = g.input_noise ? (g.input_noise_std ? g.input_noise_std[item] : 1.0f) : 0.0f;
+    if (g.input_noise && g.range_multiplier > 0.0f) {  // range of the masked input before its noise
+        float lo = inf, hi = -inf;
+        for (int p = threadIdx.x; p < HW; p += blockDim.x) {
+            float m = raw_mask(g, a, p, flo, fspan);
+            if (g.normalize == NORM_INPUT) m = __fdiv_rn(__fsub_rn(m, mlo), mspan);
+            if (g.mask_noise) m = __fadd_rn(m, g.mask_noise[(long long)item * HW + p]);
+            for (int c = 0; c < g.C; ++c) {
+                float v = __fmul_rn(img[(long long)c * HW + p], m);
+                if (g.item_scale) v = __fmul_rn(v, s);
+                lo = fminf(lo, v);
+                hi = fmaxf(hi, v);
+            }
+        }
+        block_minmax(lo, hi, s_lo, s_hi);
+        double span = (double)__fsub_rn(hi, lo);
+        double ratio = (double)g.range_multiplier / span;
+        noise_std = span == 0.0 ? 0.0f : (float)(ratio * ratio);  // a constant masked input gets no noise
+    }
+    for (int p = threadIdx.x; p < HW; p += blockDim.x) {
+        float m = raw_mask(g, a, p, flo, fspan);
+        if (g.normalize == NORM_INPUT) m = __fdiv_rn(__fsub_rn(m, mlo), mspan);
+        if (g.mask_noise) m = __fadd_rn(m, g.mask_noise[(long long)item * HW + p]);
+        for (int c = 0; c < g.C; ++c) {
+            float v = __fmul_rn(img[(long long)c * HW + p], m);
+            if (g.item_scale) v = __fmul_rn(v, s);
+            if (g.input_noise) v = __fadd_rn(v, __fmul_rn(noise_std, g.input_noise[((long long)item * g.C + c) * HW + p]));
+            long long o = g.channels_last ? ((long long)item * HW + p) * g.C + c : ((long long)item * g.C + c) * HW + p;
+            store(out, o, v);
+        }
+    }
+}
+
+#define CAMRT_MASK_PARAMS                                                                                      \
+    const float *acts, int K, int h, int w, const float *images, int C, int H, int W, const int *image_idx,    \
+        const int *channel_idx, float scale_h, float scale_w, int align_corners, int normalize, float eps,      \
+        int gate, const float *item_scale, const float *mask_noise, const float *input_noise,                  \
+        const float *input_noise_std, float range_multiplier, int channels_last
+#define CAMRT_MASK_ARGS                                                                                        \
+    MaskArgs{acts, K, h, w, images, C, H, W, image_idx, channel_idx, scale_h, scale_w, align_corners,           \
+             normalize, eps, gate, item_scale, mask_noise, input_noise, input_noise_std, range_multiplier,      \
+             channels_last}
+
+extern "C" __global__ void masked_inputs_f32(CAMRT_MASK_PARAMS, float* out) {
+    masked_inputs_body<float>(CAMRT_MASK_ARGS, out);
+}
+
+extern "C" __global__ void masked_inputs_f16(CAMRT_MASK_PARAMS, unsigned short* out) {
+    masked_inputs_body<unsigned short>(CAMRT_MASK_ARGS, out);
+}
+
+// Jobs start .. start + n of the plan (image-major, then sample, then channel), decoded on the device.
+// prefix (N + 1): first job of each image; offsets (N): where its channels start in ``channels``.
+extern "C" __global__ void decode_jobs(long long start, int n, const long long* prefix, const long long* offsets,
+                                       const int* channels, int num_images, int samples, int* image_idx,
+                                       int* channel_idx, int* sample_idx) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    long long job = start + i;
+    int lo = 0, hi = num_images;  // the last image whose first job is <= job (empty images are passed over)
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (prefix[mid] <= job) lo = mid; else hi = mid;
+    }
+    long long r = job - prefix[lo];
+    long long per_sample = (prefix[lo + 1] - prefix[lo]) / samples;
+    image_idx[i] = lo;
+    sample_idx[i] = (int)(r / per_sample);
+    channel_idx[i] = channels[offsets[lo] + r % per_sample];
+}
+
+enum { SCORE_PROB = 0, SCORE_LOGIT = 1, SCORE_LOGIT_DELTA = 2 };
+
+// sums[b, k] += score of row i (one block per row): softmax probability of the target (in double), its logit,
+// or its logit minus the clean logit. ``bad`` is set when a row has a non-finite logit.
+extern "C" __global__ void accumulate_scores(const float* logits, int classes, const int* image_idx,
+                                             const int* channel_idx, const int* target, const double* base,
+                                             int kind, int K, double* sums, int* bad) {
+    __shared__ double s_red[CAMRT_MAX_THREADS];
+    const int row = blockIdx.x;
+    const float* z = logits + (long long)row * classes;
+    const int b = image_idx[row];
+    const int c = target[b];
+    double score;
+    double nonfinite = 0.0;
+    for (int j = threadIdx.x; j < classes; j += blockDim.x) {
+        if (!isfinite(z[j])) nonfinite = 1.0;
+    }
+    if (block_reduce(nonfinite, s_red, 1) > 0.0) {
+        if (threadIdx.x == 0) atomicExch(bad, 1);
+        return;
+    }
+    if (kind == SCORE_PROB) {
+        double mx = -__longlong_as_double(0x7ff0000000000000LL);
+        for (int j = threadIdx.x; j < classes; j += blockDim.x) mx = fmax(mx, (double)z[j]);
+        mx = block_reduce(mx, s_red, 1);
+        double sum = 0.0;
+        for (int j = threadIdx.x; j < classes; j += blockDim.x) sum += exp((double)z[j] - mx);
+        sum = block_reduce(sum, s_red, 0);
+        score = exp((double)z[c] - mx) / sum;
+    } else {
+        score = (double)z[c];
+        if (kind == SCORE_LOGIT_DELTA) score -= base[b];
+    }
+    if (threadIdx.x == 0) atomicAdd(&sums[(long long)b * K + channel_idx[row]], score);
+}

@@ -1,0 +1,228 @@
+"""The CUDA kernels' arithmetic without a GPU: the same .cu text compiled for the host (tools/cuda_emulation) and
+driven by the same Python (kernels/gpu.py over NumPy), against the NumPy reference on fresh random inputs."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camrt.kernels import MaskSpec, add_range_scaled_noise, masked_inputs
+from camrt.kernels.gpu import NULL, CudaKernels
+from camrt.runtime.combine import combine
+from camrt.runtime.explainer import Explainer, _score_rows
+from camrt.runtime.methods import get_convention, list_conventions
+from camrt.runtime.plan import plan_jobs
+
+from tiny import SIZE, images
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = 16  # threads per emulated block: small, since each is a std::thread
+
+
+def _gxx_version() -> int:
+    try:
+        return int(subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout.split(".")[0])
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory) -> CudaKernels:
+    """The kernels compiled with g++ into a temp dir, behind the CudaKernels wrapper with NumPy arrays."""
+    if shutil.which("g++") is None or _gxx_version() < 11:
+        pytest.skip("the host emulation needs g++ 11 or newer (C++20 <barrier>)")
+    lib_path = tmp_path_factory.mktemp("cuda_emulation") / "kernels.so"
+    cmd = ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread", "-DCAMRT_HOST_EMULATION",
+           f"-I{ROOT / 'tools' / 'cuda_emulation'}", f"-I{ROOT / 'kernels' / 'cuda'}",
+           str(ROOT / "tools" / "cuda_emulation" / "harness.cpp"), "-o", str(lib_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lib = ctypes.CDLL(str(lib_path))
+    lib.emu_launch_kernel.restype = ctypes.c_int
+    lib.emu_launch_kernel.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
+    return CudaKernels(_ctypes_launcher(lib), np, threads=THREADS)
+
+
+def _ctypes_launcher(lib):
+    kinds = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float, np.float64: ctypes.c_double}
+
+    def launch(name, grid, block, args):
+        values = []
+        for a in args:
+            if a is NULL:
+                values.append(ctypes.c_void_p(None))
+            elif isinstance(a, np.ndarray):
+                values.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                values.append(kinds[type(a)](a.item()))
+        argv = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
+        assert lib.emu_launch_kernel(name.encode(), grid, block, argv) == 0, f"no kernel {name}"
+
+    return launch
+
+
+def _rand(rng, *shape, scale=5.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+SPECS = [
+    MaskSpec(align_corners=True, normalize_at="input", eps=1e-8),
+    MaskSpec(align_corners=False, normalize_at="feature", eps=1e-8),
+    MaskSpec(align_corners=False, normalize_at="input", eps=0.0),
+    MaskSpec(align_corners=True, normalize_at="feature", eps=0.0),
+    *(MaskSpec(align_corners=False, normalize="none", gate=g) for g in ("tanh", "sigmoid-relu", "mish", "swish")),
+]
+
+
+def _case(rng, size=(20, 16)):
+    acts, imgs = _rand(rng, 3, 6, 5, 4), _rand(rng, 3, 3, *size)
+    acts[1, 2] = 1.5  # a constant channel: min-max gives the zero mask
+    bi, ki = np.array([0, 0, 1, 2, 2, 1]), np.array([1, 5, 0, 3, 4, 2])
+    return acts, imgs, bi, ki
+
+
+def _fp32_tol(ref):
+    return 8 * np.finfo(np.float32).eps * max(1.0, float(np.abs(ref).max()))  # a few ulps of the largest value
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.normalize}-{s.normalize_at}-{s.gate}-ac{int(s.align_corners)}")
+def test_masked_inputs_fp32_and_fp16_match_numpy(emu, spec):
+    rng = np.random.default_rng()
+    acts, imgs, bi, ki = _case(rng)
+    ref = masked_inputs(acts, imgs, bi, ki, spec, np.empty((6, 3, 20, 16), np.float32)).copy()
+    out = np.full((8, 3, 20, 16), np.nan, np.float32)
+    got = emu.masked_inputs(acts, imgs, bi, ki, spec, out)
+    assert np.shares_memory(got, out) and np.isnan(out[6:]).all(), "only out[:n] of the caller's buffer is written"
+    np.testing.assert_allclose(got, ref, rtol=0, atol=_fp32_tol(ref))
+    half = emu.masked_inputs(acts, imgs, bi, ki, spec, np.empty((6, 3, 20, 16), np.float16))
+    # fp16: the fp32 result rounded once (half an fp16 ulp, 2^-11 relative) on top of the fp32 differences
+    np.testing.assert_allclose(half.astype(np.float32), ref, rtol=2.0**-11, atol=_fp32_tol(ref))
+    assert np.mean(half == ref.astype(np.float16)) > 0.99
+
+
+def test_masked_inputs_channels_last(emu):
+    rng = np.random.default_rng()
+    acts, imgs, bi, ki = _case(rng)
+    spec = SPECS[0]
+    ref = masked_inputs(acts, imgs, bi, ki, spec, np.empty((6, 3, 20, 16), np.float32))
+    nhwc = np.empty((6, 20, 16, 3), np.float32)
+    emu.masked_inputs(acts, imgs, bi, ki, spec, nhwc.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(nhwc.transpose(0, 3, 1, 2), ref, rtol=0, atol=_fp32_tol(ref))
+
+
+def test_noise_and_scale_knobs(emu):
+    rng = np.random.default_rng()
+    acts, imgs, bi, ki = _case(rng, size=(12, 12))
+    spec = MaskSpec(normalize_at="feature", eps=1e-8)
+    scale = rng.uniform(0.1, 5.5, 6).astype(np.float32)
+    z_mask, z_in = _rand(rng, 6, 12, 12, scale=2.0), _rand(rng, 6, 3, 12, 12, scale=1.0)
+    std = rng.uniform(0.1, 2.0, 6).astype(np.float32)
+    buf = lambda: np.empty((6, 3, 12, 12), np.float32)  # noqa: E731
+    ref = masked_inputs(acts, imgs, bi, ki, spec, buf(), scale=scale, mask_noise=z_mask, input_noise=z_in,
+                        input_noise_std=std)
+    got = emu.masked_inputs(acts, imgs, bi, ki, spec, buf(), scale=scale, mask_noise=z_mask, input_noise=z_in,
+                            input_noise_std=std)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=_fp32_tol(ref))
+    # the SS-CAM paper's noise, fused: std = (m / range(x))**2 from the masked input before its noise
+    paper = MaskSpec(normalize_at="input", eps=0.0)
+    ref = add_range_scaled_noise(masked_inputs(acts, imgs, bi, ki, paper, buf()), z_in, 2.0)
+    got = emu.masked_inputs(acts, imgs, bi, ki, paper, buf(), input_noise=z_in, range_noise=2.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=_fp32_tol(ref))
+
+
+@pytest.mark.parametrize("method,convention", [(m, c) for m, cs in list_conventions().items() for c in cs])
+def test_combine_matches_numpy(emu, method, convention):
+    rng = np.random.default_rng()
+    conv = get_convention(method, convention)
+    acts = np.maximum(_rand(rng, 9, 5, 4), 0)
+    weights = rng.standard_normal(9)
+    weights[[2, 6]] = 0.0
+    ref, ref_native = combine(conv, acts, weights, (20, 16))
+    got, native = emu.combine(conv, acts, weights, (20, 16))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+    assert (native is None) == (ref_native is None)
+    if native is not None:
+        np.testing.assert_allclose(native, ref_native, rtol=0, atol=1e-6)
+
+
+def test_jobs_decode_in_plan_order_and_scores_accumulate(emu):
+    rng = np.random.default_rng()
+    acts = rng.standard_normal((3, 7, 2, 2)).astype(np.float32)
+    acts[1] = 0.0  # an image with no live channel: no jobs
+    conv = get_convention("sscam", "paper", num_samples=3)
+    plan = plan_jobs(acts, conv)
+    table = emu.job_table(plan.unique, plan.samples)
+    assert table.jobs == plan.jobs
+    chunk = 4
+    bi, ki, si = (np.empty(chunk, np.int32) for _ in range(3))
+    target = rng.integers(0, 10, 3)
+    base = rng.standard_normal(3)
+    for kind in ("prob", "logit", "logit-delta"):
+        sums, expected = np.zeros((3, 7)), np.zeros((3, 7))
+        bad = np.zeros(1, np.int32)
+        for start, (hb, hk, hs) in zip(range(0, plan.jobs, chunk), plan.chunks(chunk)):
+            m = hb.size
+            emu.decode_jobs(table, start, m, bi, ki, si)
+            assert (bi[:m] == hb).all() and (ki[:m] == hk).all() and (si[:m] == hs).all()
+            logits = _rand(rng, m, 10)
+            emu.accumulate_scores(logits, bi[:m], ki[:m], target.astype(np.int32), base, kind, sums, bad)
+            np.add.at(expected, (hb, hk), _score_rows(kind, logits, target[hb], base[hb]))
+        np.testing.assert_allclose(sums, expected, rtol=1e-12, atol=1e-12)
+        assert bad[0] == 0
+    logits = np.full((1, 10), np.nan, np.float32)
+    emu.accumulate_scores(logits, bi[:1], ki[:1], target.astype(np.int32), base, "prob", sums, bad)
+    assert bad[0] == 1
+
+
+class _EmulatedDeviceRunner:
+    """A device runner whose 'device' is the host: ONNX Runtime on the buffer the emulated kernels write."""
+
+    name = "emulated-device"
+
+    def __init__(self, runner, kernels):
+        self.inner, self.kernels, self._buffer = runner, kernels, None
+
+    def features(self, x):
+        return self.inner.features(x)
+
+    def head(self, a):
+        return self.inner.head(a)
+
+    def logits(self, x):
+        return self.inner.logits(x)
+
+    def input_buffer(self, rows):
+        self._buffer = np.full((rows, 3, SIZE, SIZE), np.nan, np.float32)
+        return self._buffer
+
+    def run_logits(self, n):
+        return self.inner.logits(self._buffer[:n])
+
+    def stream_context(self):
+        return nullcontext()
+
+
+@pytest.mark.parametrize("method,convention", [
+    ("scorecam", "paper"), ("scorecam", "pytorch-grad-cam"), ("scorecam", "torchcam"), ("sscam", "paper"),
+    ("sscam", "torchcam"), ("iscam", "paper"), ("iscam", "torchcam"), ("scorecam++", "paper"),
+])
+def test_device_loop_matches_the_host_loop(emu, tiny_bundle, method, convention):
+    """runtime/device_loop.py end to end with the emulated kernels: the same explanation as the NumPy path."""
+    cpu = Explainer(tiny_bundle, intra_op_threads=1)
+    device = Explainer(cpu.bundle, backend=_EmulatedDeviceRunner(cpu.runner, emu))
+    x = images(2, seed=int(np.random.SeedSequence().entropy % 2**32))
+    opts = {"num_samples": 2} if method in ("sscam", "iscam") else {}
+    a = cpu.explain(x, method, convention, batch_size=5, seed=3, **opts)
+    b = device.explain(x, method, convention, batch_size=5, seed=3, **opts)
+    assert b.passes_run == a.passes_run and b.passes_saved == a.passes_saved
+    np.testing.assert_allclose(b.weights, a.weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b.saliency, a.saliency, atol=1e-5)
+    assert (a.native is None) == (b.native is None)
+    if a.native is not None:
+        np.testing.assert_allclose(b.native, a.native, atol=1e-5)
