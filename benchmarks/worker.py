@@ -1,0 +1,170 @@
+"""One implementation, one case, in its own process: ``python -m benchmarks.worker job.json``.
+
+Runs the explanation ``repeats`` times (after a one-batch engine warm-up), reads the process's peak RSS
+(VmHWM, /proc/self/status) right after, times the bare engine on pre-built inputs at the same batch size, and
+writes ``result.json`` and the maps (``saliency.npy``, ``native.npy``) into the job's ``out`` folder. A fresh
+process per implementation is what makes the peak RSS that implementation's own: camrt on ONNX Runtime never
+imports torch; the peers do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam draws a progress bar per image
+
+Logits = Callable[[np.ndarray], Any]
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    """This process's peak (VmHWM) or current (VmRSS) resident set size in MB, from /proc/self/status."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def engine_seconds(logits: Logits, image: np.ndarray, passes: int, batch_size: int, max_batches: int) -> dict:
+    """Seconds for ``passes`` forward passes through the bare engine, in batches of ``batch_size`` as explain runs.
+
+    Inputs are built before the clock starts. With ``max_batches`` > 0 only that many full batches are timed and
+    their mean is scaled to the full-batch count (the tail batch, if any, is always timed).
+    """
+    full, tail = divmod(passes, batch_size)
+    timed = full if max_batches <= 0 else min(full, max_batches)
+    batch = np.ascontiguousarray(np.repeat(image[None] * np.float32(0.5), batch_size if full else tail, axis=0))
+    seconds = 0.0
+    if timed:
+        start = time.perf_counter()
+        for _ in range(timed):
+            logits(batch)
+        seconds += (time.perf_counter() - start) / timed * full
+    if tail:
+        part = np.ascontiguousarray(batch[:tail])
+        start = time.perf_counter()
+        logits(part)
+        seconds += time.perf_counter() - start
+    return {"seconds": seconds, "passes_timed": timed * batch_size + tail, "passes": passes}
+
+
+def _camrt(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
+    import camrt
+    from camrt.runtime.noise import ArrayNoise
+
+    backend, threads = job["backend"], job["threads"]
+    options = {"onnxruntime": {"intra_op_threads": threads}, "torch": {"threads": threads}}.get(backend, {})
+    explainer = camrt.Explainer(job["bundle"], backend=backend, **options)
+    method_options = {"num_samples": job["samples"]} if job.get("samples") else {}
+    batch_size = job["batch_size"]
+    explainer.runner.logits(np.repeat(x[:1], min(batch_size, 2), axis=0))  # load lazily-initialised kernels
+    rss_before = rss_mb("VmRSS")
+
+    def run(**extra: Any) -> Any:
+        return explainer.explain(x, job["method"], job["convention"], targets=targets, batch_size=batch_size,
+                                 save_passes=job["save_passes"], **method_options, **extra)
+
+    times, out = [], None
+    for _ in range(job["repeats"]):
+        start = time.perf_counter()
+        out = run(seed=job["seed"])
+        times.append(time.perf_counter() - start)
+    peak = rss_mb()
+    engine = engine_seconds(explainer.runner.logits, x[0], out.passes_run, batch_size, job["engine_batches"])
+    result = {"seconds": times, "passes_run": out.passes_run, "passes_saved": out.passes_saved,
+              "rss_before_mb": rss_before, "rss_peak_mb": peak, "engine": engine,
+              "torch_imported": "torch" in sys.modules, "maps_from": "timed run"}
+    if job.get("noise_file"):  # SS-CAM against torchcam: one more run on torchcam's own draws, not timed
+        start = time.perf_counter()
+        out = run(noise=ArrayNoise(np.load(job["noise_file"], mmap_mode="r")))
+        result["maps_from"] = f"a run on torchcam's noise ({time.perf_counter() - start:.1f} s, not in the times)"
+    _save_maps(job, out.saliency, out.native)
+    return result
+
+
+def _peer(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
+    """grad-cam 1.5.7 or torchcam 0.5.0 on the same model (same seed), layer and targets."""
+    import torch
+
+    from benchmarks.models import ModelSpec, build_model
+
+    torch.set_num_threads(job["threads"])
+    model, _ = build_model(ModelSpec(**job["spec"]))
+    layer = job["layer"]
+    tensor = torch.from_numpy(x)
+    batch_size = job["batch_size"]
+
+    def logits(batch: np.ndarray) -> Any:
+        with torch.no_grad():
+            return model(torch.from_numpy(batch))
+
+    logits(np.repeat(x[:1], min(batch_size, 2), axis=0))
+    rss_before = rss_mb("VmRSS")
+    if job["impl"] == "grad-cam":
+        from pytorch_grad_cam import ScoreCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        def run() -> tuple[np.ndarray, np.ndarray | None]:
+            cam = ScoreCAM(model=model, target_layers=[model.get_submodule(layer)])
+            cam.batch_size = batch_size
+            saliency = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+            cam.activations_and_grads.release()
+            return np.asarray(saliency), None
+    else:
+        import torchcam.methods as tc
+
+        cls = {"scorecam": tc.ScoreCAM, "sscam": tc.SSCAM, "iscam": tc.ISCAM}[job["method"]]
+        kwargs = {"num_samples": job["samples"]} if job.get("samples") else {}
+
+        def run() -> tuple[np.ndarray, np.ndarray | None]:
+            torch.manual_seed(job["seed"])  # SS-CAM's noise: the stream camrt replays for the map difference
+            with cls(model, layer, batch_size=batch_size, input_shape=tuple(x.shape[1:]), **kwargs) as extractor:
+                with torch.no_grad():
+                    model(tensor)
+                native = extractor(class_idx=[int(t) for t in targets])[0].numpy()
+            return np.empty((0,)), native
+
+    times, maps = [], (np.empty(0), None)
+    for _ in range(job["repeats"]):
+        start = time.perf_counter()
+        maps = run()
+        times.append(time.perf_counter() - start)
+    peak = rss_mb()
+    passes = int(job["channels"]) * x.shape[0] * int(job.get("samples") or 1)
+    engine = engine_seconds(logits, x[0], passes, batch_size, job["engine_batches"])
+    _save_maps(job, maps[0] if maps[0].size else None, maps[1])
+    return {"seconds": times, "passes_run": passes, "passes_saved": 0, "rss_before_mb": rss_before,
+            "rss_peak_mb": peak, "engine": engine, "torch_imported": True, "maps_from": "timed run"}
+
+
+def _save_maps(job: dict, saliency: np.ndarray | None, native: np.ndarray | None) -> None:
+    out = Path(job["out"])
+    if saliency is not None:
+        np.save(out / "saliency.npy", saliency)
+    if native is not None:
+        np.save(out / "native.npy", native)
+
+
+def run_job(job: dict) -> dict:
+    """Run one job in this process and write its result.json; returns the result."""
+    x = np.load(job["images"])
+    targets = np.asarray(job["targets"], dtype=np.int64)
+    result = _camrt(job, x, targets) if job["impl"] == "camrt" else _peer(job, x, targets)
+    Path(job["out"], "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    run_job(json.loads(Path(sys.argv[1]).read_text()))
+
+
+if __name__ == "__main__":
+    main()
