@@ -1,4 +1,4 @@
-"""The ``camrt`` command: ``export`` a model to a bundle, ``explain`` photos with it, ``info`` about a bundle.
+"""The ``camrt`` command: ``export`` a model to a bundle, ``explain`` photos with it, ``evaluate`` the maps, ``info``.
 
 Bad input ends in one line, ``camrt: error: <message>``, and exit status 2 (``--debug`` shows the traceback).
 torch is imported only on the ``export`` path, so ``explain`` and ``info`` run where only onnxruntime is installed.
@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("bundle", metavar="BUNDLE", type=Path, help="a bundle folder")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(func=_cmd_info)
+
+    from camrt import cli_evaluate  # imported here: it uses this module's helpers
+
+    cli_evaluate.add_parser(sub, [debug])
     return parser
 
 
