@@ -32,6 +32,7 @@ setup(
     install_requires=["numpy>=1.23", "pillow>=9", "tqdm>=4.60"],
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
+        "plots": ["matplotlib>=3.5"],  # camrt evaluate's curve plots
         "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13", "tensorrt-cu12>=10"],
         "torch": ["torch>=2.1", "torchvision>=0.16", "onnx>=1.15", "onnxscript>=0.1"],
         "dev": [

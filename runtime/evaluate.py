@@ -60,7 +60,8 @@ def parse_methods(text: str | Sequence[str], options: dict[str, Any] | None = No
         if dot and method not in METHODS:
             raise InputError(f"--option {key}: unknown method {method!r}; choose one of {', '.join(METHODS)}")
         (scoped.setdefault(method, {}) if dot else shared)[name] = value
-    specs, used = [], set()
+    specs: list[MethodSpec] = []
+    used: set[str] = set()
     for name in names:
         method, _, convention = name.partition(":")
         if method not in METHODS:

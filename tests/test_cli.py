@@ -219,6 +219,11 @@ def test_subprocess_explain_and_info_without_torch(bundle, photos, tmp_path) -> 
     result = subprocess.run([*run, "info", str(bundle)], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and "tiny-cli" in result.stdout, result.stderr
+    result = subprocess.run([*run, "evaluate", str(bundle), str(photos), "--out", "ev", "--threads", "1", "-q",
+                             "--methods", "scorecam,iscam", "-O", "num_samples=2"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ev" / "summary.md").is_file() and (tmp_path / "ev" / "curves-rise.png").is_file()
     result = subprocess.run([*run, "export", "resnet18", "--out", "b"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2
