@@ -1,6 +1,7 @@
 """camrt: exact, fast Score-CAM-family explanations on inference engines.
 
-The runtime (``Explainer``, ``Bundle``) needs only numpy and onnxruntime; ``export`` imports torch lazily.
+The runtime (``Explainer``, ``Evaluator``, ``Bundle``) needs only numpy and onnxruntime; ``export`` imports
+torch lazily.
 """
 
 from __future__ import annotations
@@ -10,18 +11,23 @@ from typing import Any
 from camrt._version import __version__
 from camrt.errors import BundleError, CamrtError, ExportError, InputError
 from camrt.runtime.bundle import Bundle
+from camrt.runtime.evaluate import Evaluation, Evaluator, MethodSpec, parse_methods
 from camrt.runtime.explainer import Explainer, Explanation
 
 __all__ = [
     "Bundle",
     "BundleError",
     "CamrtError",
+    "Evaluation",
+    "Evaluator",
     "Explainer",
     "Explanation",
     "ExportError",
     "InputError",
+    "MethodSpec",
     "__version__",
     "export",
+    "parse_methods",
 ]
 
 

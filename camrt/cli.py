@@ -22,12 +22,10 @@ from camrt._version import __version__
 from camrt.errors import CamrtError, InputError
 from camrt.runtime.backends import BACKENDS
 from camrt.runtime.bundle import Bundle
+from camrt.runtime.dataset import IMAGE_SUFFIXES
 from camrt.runtime.methods import METHODS, get_convention, list_conventions
 
 USAGE_ERROR = 2
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-)
 SUMMARY = "summary.json"
 
 
