@@ -21,6 +21,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	tools/typecheck.sh
+	tools/compile_cuda.sh
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -24,7 +24,8 @@ SOURCES = ("masks.cu", "combine.cu")
 NULL = object()  # a null pointer argument; each launcher passes it its own way
 
 _NORMALIZE = {("none", "input"): 0, ("none", "feature"): 0, ("minmax", "feature"): 1, ("minmax", "input"): 2}
-_GATE_CODES = {None: 0, **{g: i + 1 for i, g in enumerate(GATES)}}  # tanh 1, sigmoid-relu 2, mish 3, swish 4
+# gate codes of common.cuh: tanh 1, sigmoid-relu 2, mish 3, swish 4
+_GATE_CODES: dict[str | None, int] = {None: 0, **{g: i + 1 for i, g in enumerate(GATES)}}
 _SCORE_CODES = {"prob": 0, "logit": 1, "logit-delta": 2}
 _RELU, _MINMAX, _CLIP = 1, 2, 4
 
@@ -34,8 +35,11 @@ Launch = Callable[[str, int, int, Sequence[Any]], None]
 class HasCombine(Protocol):
     """What :meth:`CudaKernels.combine` reads of a convention (runtime.methods.base.Convention)."""
 
-    combine: str
-    mask: MaskSpec
+    @property
+    def combine(self) -> str: ...
+
+    @property
+    def mask(self) -> MaskSpec: ...
 
 
 def resize_scale(in_size: int, out_size: int, align_corners: bool) -> float:

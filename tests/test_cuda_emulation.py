@@ -50,7 +50,8 @@ def emu(tmp_path_factory) -> CudaKernels:
 
 
 def _ctypes_launcher(lib):
-    kinds = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float, np.float64: ctypes.c_double}
+    kinds = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float,
+             np.float64: ctypes.c_double}
 
     def launch(name, grid, block, args):
         values = []
@@ -91,7 +92,11 @@ def _fp32_tol(ref):
     return 8 * np.finfo(np.float32).eps * max(1.0, float(np.abs(ref).max()))  # a few ulps of the largest value
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.normalize}-{s.normalize_at}-{s.gate}-ac{int(s.align_corners)}")
+def _spec_id(spec):
+    return f"{spec.normalize}-{spec.normalize_at}-{spec.gate}-ac{int(spec.align_corners)}"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=_spec_id)
 def test_masked_inputs_fp32_and_fp16_match_numpy(emu, spec):
     rng = np.random.default_rng()
     acts, imgs, bi, ki = _case(rng)

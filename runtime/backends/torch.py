@@ -55,6 +55,11 @@ class TorchRunner:
                 modules.append(torch.export.load(str(path)).module())
             except Exception as exc:  # torch raises many types here
                 raise BundleError(f"{path}: cannot be loaded by torch.export ({type(exc).__name__}: {exc})") from None
+        if str(options.get("device", "cpu")).startswith("cuda"):
+            return TorchCudaRunner(modules[0], modules[1], bundle.manifest.input_shape, **options)
+        for gpu_only in ("precision", "channels_last", "cuda_graphs"):
+            if gpu_only in options:
+                raise CamrtError(f"{gpu_only}: a GPU option of backend 'torch'; add device='cuda' (--device cuda)")
         return cls(modules[0], modules[1], **options)
 
     def _run(self, module: Any, array: np.ndarray) -> np.ndarray:
@@ -76,3 +81,94 @@ class TorchRunner:
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
             out = self._head(self._features(x))
         return out.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+class TorchCudaRunner(TorchRunner):
+    """PyTorch on a CUDA GPU, the device reference: channels_last, optional FP16/BF16 autocast, and CUDA graphs
+    for the full chunk size. Masked inputs are written by the CUDA kernels into a torch tensor (via DLPack) on
+    the runner's stream, which CuPy and torch share."""
+
+    name = "torch"
+
+    def __init__(self, features: Any, head: Any, input_shape: tuple[int, int, int], device: str = "cuda",
+                 threads: int | None = None, precision: str = "fp32", channels_last: bool = True,
+                 cuda_graphs: bool = True) -> None:
+        torch = _import_torch()
+        if not torch.cuda.is_available():
+            raise CamrtError(f"backend 'torch' on {device}: PyTorch sees no CUDA GPU (no GPU or driver, or a "
+                             f"CPU-only torch {torch.__version__})")
+        if precision not in AUTOCAST:
+            raise CamrtError(f"precision: expected one of {', '.join(AUTOCAST)}, got {precision!r}")
+        from camrt.kernels.gpu import cuda_kernels, import_cupy
+
+        super().__init__(features, head, device=device, threads=threads)
+        self.cupy = import_cupy()
+        dtype_name = AUTOCAST[precision]
+        self.autocast = getattr(torch, dtype_name) if dtype_name else None
+        self.channels_last = channels_last
+        if channels_last:
+            self._features = self._features.to(memory_format=torch.channels_last)
+        self._torch_stream = torch.cuda.Stream(self.device)
+        self.stream = self.cupy.cuda.ExternalStream(self._torch_stream.cuda_stream, self.device.index or 0)
+        self.kernels = cuda_kernels(self.stream, self.device.index or 0)
+        self.input_shape = tuple(input_shape)
+        self.cuda_graphs = cuda_graphs
+        self._input: Any = None
+        self._graph: tuple[Any, Any] | None = None
+
+    def _forward(self, x: Any) -> Any:
+        torch = self.torch
+        with torch.no_grad(), torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
+            return self._head(self._features(x)).float()
+
+    def _run(self, module: Any, array: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad(), torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
+            out = module(torch.from_numpy(np.ascontiguousarray(array)).to(self.device))
+        return out.detach().float().cpu().numpy()
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        x = self.torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        return self._forward(x).cpu().numpy()
+
+    def input_buffer(self, rows: int) -> Any:
+        torch = self.torch
+        if self._input is None or self._input.shape[0] < rows:
+            c, h, w = self.input_shape
+            with torch.cuda.stream(self._torch_stream):
+                if self.channels_last:
+                    self._input = torch.empty((rows, h, w, c), device=self.device).permute(0, 3, 1, 2)
+                else:
+                    self._input = torch.empty((rows, c, h, w), device=self.device)
+            self._graph = None
+        with self.stream:
+            return self.cupy.from_dlpack(self._input[:rows])
+
+    def run_logits(self, n: int) -> Any:
+        torch = self.torch
+        with torch.cuda.stream(self._torch_stream):
+            if self.cuda_graphs and n == self._input.shape[0]:
+                if self._graph is None:
+                    self._graph = self._capture()
+                graph, out = self._graph
+                graph.replay()
+            else:
+                out = self._forward(self._input[:n])
+        with self.stream:
+            return self.cupy.from_dlpack(out)
+
+    def _capture(self) -> tuple[Any, Any]:
+        """A CUDA graph of the whole model on the full input buffer (after two warm-up runs), and its output."""
+        torch = self.torch
+        for _ in range(2):
+            self._forward(self._input)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self._torch_stream):
+            out = self._forward(self._input)
+        return graph, out
+
+    def stream_context(self) -> Any:
+        return self.stream
+
+
+AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}

@@ -1,0 +1,117 @@
+"""ONNX Runtime on the GPU: CUDA or TensorRT execution provider, IOBinding on CuPy buffers, one shared stream.
+
+The sessions run on the stream the mask kernels use (``user_compute_stream``), and masked-input runs ask ONNX
+Runtime not to synchronise at the end (``disable_synchronize_execution_providers``), so chunks queue up on
+the device without host round trips.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camrt.errors import BundleError, CamrtError
+from camrt.kernels.gpu import CudaKernels, cuda_kernels, import_cupy
+from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
+
+PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+def import_ort_gpu(provider: str) -> Any:
+    """onnxruntime with the requested GPU execution provider, or one CamrtError line naming what is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise CamrtError("backend 'onnxruntime-cuda' needs onnxruntime-gpu: pip install camrt[gpu]") from None
+    wanted = [PROVIDERS[provider], PROVIDERS["cuda"]] if provider == "tensorrt" else [PROVIDERS["cuda"]]
+    missing = [p for p in wanted if p not in ort.get_available_providers()]
+    if missing:
+        raise CamrtError(f"this onnxruntime has no {missing[0]} (it has {', '.join(ort.get_available_providers())}): "
+                         "pip uninstall onnxruntime && pip install camrt[gpu]")
+    return ort
+
+
+class OrtCudaRunner:
+    """Two ONNX Runtime sessions on one CUDA stream, bound to device buffers of up to ``rows`` inputs."""
+
+    def __init__(self, bundle: Bundle, provider: str = "cuda", device_id: int = 0, fp16: bool = False,
+                 cache_dir: str | Path | None = None) -> None:
+        if provider not in PROVIDERS:
+            raise CamrtError(f"provider: expected one of {', '.join(PROVIDERS)}, got {provider!r}")
+        ort = import_ort_gpu(provider)
+        self.cupy = import_cupy()
+        self.cupy.cuda.Device(device_id).use()
+        self.name = "onnxruntime-cuda" if provider == "cuda" else "onnxruntime-tensorrt"
+        self.device_id = device_id
+        self.stream = self.cupy.cuda.Stream(non_blocking=True)
+        self.kernels: CudaKernels = cuda_kernels(self.stream, device_id)
+        stream = {"device_id": device_id, "user_compute_stream": str(self.stream.ptr)}
+        providers: list[tuple[str, dict[str, Any]]] = [(PROVIDERS["cuda"], dict(stream))]
+        if provider == "tensorrt":
+            cache = Path(cache_dir) if cache_dir else bundle.root / "engines" / "onnxruntime-trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            providers.insert(0, (PROVIDERS["tensorrt"], {
+                **stream, "trt_fp16_enable": fp16, "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+            }))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._sessions = {}
+        for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
+            try:
+                self._sessions[key] = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own exception types
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise BundleError(f"{path}: ONNX Runtime ({provider}) cannot load it ({first})") from None
+        self._async = ort.RunOptions()
+        self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        m = bundle.manifest
+        self._shapes = {IMAGE: tuple(m.input_shape), ACTIVATIONS: tuple(m.activation_shape), LOGITS: (m.num_classes,)}
+        self._buffers: dict[str, Any] = {}
+        self._rows = 0
+
+    def input_buffer(self, rows: int) -> Any:
+        if rows > self._rows:
+            with self.stream:
+                self._buffers = {name: self.cupy.empty((rows, *shape), dtype=self.cupy.float32)
+                                 for name, shape in self._shapes.items()}
+            self._rows = rows
+        return self._buffers[IMAGE][:rows]
+
+    def run_logits(self, n: int) -> Any:
+        self._run("features", IMAGE, ACTIVATIONS, n, self._async)
+        self._run("head", ACTIVATIONS, LOGITS, n, self._async)
+        return self._buffers[LOGITS][:n]
+
+    def stream_context(self) -> AbstractContextManager[Any]:
+        return self.stream  # type: ignore[no-any-return]
+
+    def _run(self, graph: str, src: str, dst: str, n: int, options: Any) -> None:
+        session = self._sessions[graph]
+        binding = session.io_binding()
+        for name, bind in ((src, binding.bind_input), (dst, binding.bind_output)):
+            bind(name, "cuda", self.device_id, np.float32, [n, *self._shapes[name]], int(self._buffers[name].data.ptr))
+        session.run_with_iobinding(binding, options)
+
+    def _host(self, graph: str, src: str, dst: str, array: np.ndarray) -> np.ndarray:
+        n = array.shape[0]
+        self.input_buffer(n)
+        with self.stream:
+            self._buffers[src][:n].set(np.ascontiguousarray(array, dtype=np.float32), stream=self.stream)
+            self._run(graph, src, dst, n, None)
+            out = self._buffers[dst][:n].get(stream=self.stream)
+        self.stream.synchronize()
+        return np.asarray(out)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return self._host("features", IMAGE, ACTIVATIONS, images)
+
+    def head(self, activations: np.ndarray) -> np.ndarray:
+        return self._host("head", ACTIVATIONS, LOGITS, activations)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.head(self.features(images))

@@ -1,0 +1,166 @@
+"""TensorRT engines for a bundle: built from its ONNX graphs, cached in the bundle (Polygraphy's loader half).
+
+An engine is specific to a GPU, a TensorRT version and a precision, so the manifest's ``engines`` field keys
+each file by all three (``engine_key``) with its SHA-256 and batch profile; a timing cache per GPU and version
+makes rebuilds fast. FP16 comes from the builder flag where TensorRT still has it (10.x), else from an FP16
+copy of the graph (11.x builds strongly typed networks only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from camrt.errors import BundleError, CamrtError
+from camrt.runtime.bundle import ACTIVATIONS, IMAGE, MANIFEST, Bundle, sha256_file
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+PRECISIONS = ("fp32", "fp16")
+GRAPHS = ("features", "head")
+ENGINE_DIR = "engines"
+
+
+def import_tensorrt() -> Any:
+    """The tensorrt module, or one CamrtError line saying how to get it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise CamrtError("backend 'tensorrt' needs TensorRT 10 or 11: pip install camrt[tensorrt]") from None
+    except Exception as exc:  # the wheel loads libnvinfer at import: a missing CUDA library or driver shows here
+        raise CamrtError(f"TensorRT cannot load ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+    return tensorrt
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The optimisation profile's batch sizes: the engine accepts any batch in [min_batch, max_batch]."""
+
+    min_batch: int = 1
+    opt_batch: int = 64
+    max_batch: int = 256
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise CamrtError(f"engine profile: need 1 <= min <= opt <= max batch, got {self}")
+
+
+def engine_key(graph: str, gpu_name: str, trt_version: str, precision: str) -> str:
+    """The manifest key (and file stem) of one engine: graph, GPU, TensorRT version and precision."""
+    if precision not in PRECISIONS:
+        raise CamrtError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return f"{graph}-{_slug(gpu_name)}-trt{trt_version}-{precision}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "gpu"
+
+
+def gpu_name(device_id: int = 0) -> str:
+    """The CUDA device's name (e.g. 'NVIDIA H100 80GB HBM3'), through CuPy."""
+    from camrt.kernels.gpu import import_cupy
+
+    name = import_cupy().cuda.runtime.getDeviceProperties(device_id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def find_engines(bundle: Bundle, gpu: str, trt_version: str, precision: str) -> dict[str, Path] | None:
+    """Paths of the bundle's cached engines for this GPU, version and precision, hashes checked; None if absent."""
+    found = {}
+    for graph in GRAPHS:
+        entry = bundle.manifest.engines.get(engine_key(graph, gpu, trt_version, precision))
+        if not isinstance(entry, dict):
+            return None
+        path = bundle.root / str(entry.get("file", ""))
+        if not path.is_file():
+            return None
+        if sha256_file(path) != entry.get("sha256"):
+            raise BundleError(f"{path}: SHA-256 does not match the manifest (corrupt engine; delete it to rebuild)")
+        found[graph] = path
+    return found
+
+
+def build_engines(
+    bundle: Bundle, precision: str = "fp32", profile: Profile | None = None, device_id: int = 0,
+    workspace_bytes: int = 4 << 30,
+) -> dict[str, Path]:
+    """Build both graphs' engines for this GPU, write them into the bundle and record them in its manifest."""
+    trt_mod = import_tensorrt()
+    profile = profile or Profile()
+    gpu = gpu_name(device_id)
+    logger: trt.ILogger = trt_mod.Logger(trt_mod.Logger.WARNING)
+    folder = bundle.root / ENGINE_DIR
+    folder.mkdir(exist_ok=True)
+    cache_path = folder / f"timing-{_slug(gpu)}-trt{trt_mod.__version__}.cache"
+    m = bundle.manifest
+    shapes = {"features": (IMAGE, tuple(m.input_shape)), "head": (ACTIVATIONS, tuple(m.activation_shape))}
+    written = {}
+    for graph in GRAPHS:
+        key = engine_key(graph, gpu, trt_mod.__version__, precision)
+        onnx_path = bundle.features_path if graph == "features" else bundle.head_path
+        name, shape = shapes[graph]
+        plan = _build_one(trt_mod, logger, onnx_path, name, shape, precision, profile, workspace_bytes, cache_path)
+        path = folder / f"{key}.plan"
+        _atomic_bytes(path, plan)
+        m.engines[key] = {
+            "file": f"{ENGINE_DIR}/{path.name}", "sha256": sha256_file(path), "graph": graph, "gpu": gpu,
+            "tensorrt": trt_mod.__version__, "precision": precision, "min_batch": profile.min_batch,
+            "opt_batch": profile.opt_batch, "max_batch": profile.max_batch,
+        }
+        written[graph] = path
+    _atomic_bytes(bundle.root / MANIFEST, (m.to_json() + "\n").encode())
+    return written
+
+
+def _build_one(
+    trt_mod: Any, logger: trt.ILogger, onnx_path: Path, input_name: str, shape: tuple[int, ...], precision: str,
+    profile: Profile, workspace_bytes: int, cache_path: Path,
+) -> bytes:
+    """One serialized engine from one ONNX graph, with the batch profile and the shared timing cache."""
+    builder: trt.Builder = trt_mod.Builder(logger)
+    network = builder.create_network(0)  # explicit batch (10.x default); strongly typed is 11.x's only mode
+    parser: trt.OnnxParser = trt_mod.OnnxParser(network, logger)
+    fp16_flag = getattr(trt_mod.BuilderFlag, "FP16", None)
+    if precision == "fp16" and fp16_flag is None:
+        from camrt.runtime.backends.fp16_onnx import fp16_onnx_bytes
+
+        ok = parser.parse(fp16_onnx_bytes(str(onnx_path)))
+    else:
+        ok = parser.parse_from_file(str(onnx_path))
+    if not ok:
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors or 'no details'})")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if precision == "fp16" and fp16_flag is not None:
+        config.set_flag(fp16_flag)
+    opt = builder.create_optimization_profile()
+    batches = (profile.min_batch, profile.opt_batch, profile.max_batch)
+    low, mid, high = (trt_mod.Dims([batch, *shape]) for batch in batches)
+    opt.set_shape(input_name, low, mid, high)
+    config.add_optimization_profile(opt)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise CamrtError(f"{onnx_path}: TensorRT could not build an engine (see its log above)")
+    _atomic_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    return bytes(memoryview(plan))
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def describe_engines(bundle: Bundle) -> str:
+    """The bundle's engines, one per line (for messages and ``camrt info``)."""
+    return "\n".join(f"{key}: {json.dumps(value, sort_keys=True)}" for key, value in bundle.manifest.engines.items())
