@@ -20,7 +20,7 @@ import numpy as np
 
 from camrt._version import __version__
 from camrt.errors import CamrtError, InputError
-from camrt.runtime.backends import BACKENDS
+from camrt.runtime.backends import BACKENDS, GPU_BACKENDS
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.dataset import IMAGE_SUFFIXES
 from camrt.runtime.methods import METHODS, get_convention, list_conventions
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--resize", type=_positive_int, default=None, metavar="R",
                         help="resize the short side to R before the crop (default: the model's, else crop / 0.875)")
     export.add_argument("--opset", type=_positive_int, default=18, metavar="N", help="ONNX opset (default: 18)")
+    export.add_argument("--tensorrt", action="store_true",
+                        help="also build TensorRT engines for this GPU into the bundle (needs camrt[tensorrt])")
+    export.add_argument("--fp16", action="store_true", help="with --tensorrt: FP16 engines (default: FP32)")
+    export.add_argument("--max-batch", type=_positive_int, default=256, metavar="N",
+                        help="with --tensorrt: the engines' largest batch (default: 256)")
     export.set_defaults(func=_cmd_export)
 
     conventions = "; ".join(f"{m}: {', '.join(c)}" for m, c in list_conventions().items())
@@ -75,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="whose implementation to match exactly (default: paper)")
     explain.add_argument("--out", "-o", required=True, type=Path, help="the folder to write the results to")
     explain.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="default: onnxruntime")
+    explain.add_argument("--device", default=None, metavar="DEV",
+                         help="cpu, cuda or cuda:N (default: cpu; cuda for the GPU-only backends)")
+    explain.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                         help="GPU backends: engine precision (bf16: torch only; default: fp32)")
     explain.add_argument("--batch-size", "-b", type=_positive_int, default=64, metavar="N",
                          help="masked inputs per forward pass (default: 64)")
     explain.add_argument("--target", "-t", default=None, metavar="CLASS",
@@ -171,6 +180,14 @@ def _one_line(exc: BaseException) -> str:
 def _cmd_export(args: argparse.Namespace) -> int:
     """Load MODEL, split it at --layer, write the bundle to --out and print what was written."""
     started = time.perf_counter()
+    if (args.fp16 or args.max_batch != 256) and not args.tensorrt:
+        raise InputError("--fp16 and --max-batch apply to TensorRT engines: add --tensorrt")
+    if args.tensorrt:  # a missing GPU package fails before the export, not after it
+        from camrt.kernels.gpu import import_cupy
+        from camrt.runtime.backends.tensorrt_build import import_tensorrt
+
+        import_tensorrt()
+        import_cupy()
     try:  # the one place the CLI imports torch
         from camrt.exporter import export
         from camrt.exporter.models import load_model
@@ -188,6 +205,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         model, args.layer, args.out, input_shape=(3, height, width), model_name=info.get("name") or args.model,
         resize=resize, opset=args.opset, **given,
     )
+    engines: list[tuple[str, str]] = []
+    if args.tensorrt:
+        from camrt.runtime.backends.tensorrt_build import Profile, build_engines
+
+        profile = Profile(1, min(64, args.max_batch), args.max_batch)
+        built = build_engines(bundle, "fp16" if args.fp16 else "fp32", profile)
+        engines = [("engines", ", ".join(str(path.relative_to(bundle.root)) for path in built.values()))]
     m = bundle.manifest
     _print_fields([
         ("bundle", str(bundle.root)),
@@ -197,6 +221,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         ("activations", _dims(m.activation_shape)),
         ("classes", str(m.num_classes)),
         ("verification", _worst_error(m.verification)),
+        *engines,
         ("seconds", f"{time.perf_counter() - started:.1f}"),
     ])
     return 0
@@ -291,8 +316,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     get_convention(args.method, args.convention, **options)  # a bad method, convention or option fails first
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha: must be in [0, 1], got {args.alpha}")
-    threads_option = "intra_op_threads" if args.backend == "onnxruntime" else "threads"
-    backend_options = {threads_option: args.threads} if args.threads else {}
+    backend_options = _backend_options(args)
     explainer = Explainer(args.bundle, backend=args.backend, **backend_options)
     bundle = explainer.bundle
     target = _resolve_target(args.target, bundle)
@@ -318,6 +342,26 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     skipped = f" ({totals['skipped']} skipped)" if totals["skipped"] else ""
     print(f"explained {totals['explained']} of {totals['images']} images{skipped}: {out / SUMMARY}")
     return USAGE_ERROR if totals["skipped"] else 0
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--threads, --device and --precision as the chosen backend's keyword arguments."""
+    on_gpu = args.backend in GPU_BACKENDS or (args.device or "cpu") != "cpu"
+    options: dict[str, Any] = {} if args.device is None else {"device": args.device}
+    if args.threads:
+        if on_gpu:
+            raise InputError("--threads: a CPU option; the GPU backends have none")
+        options["intra_op_threads" if args.backend == "onnxruntime" else "threads"] = args.threads
+    if args.precision == "fp32":
+        return options
+    if not on_gpu:
+        raise InputError(f"--precision {args.precision}: a GPU option; add --device cuda")
+    if args.backend in ("torch", "tensorrt") and (args.precision == "fp16" or args.backend == "torch"):
+        return {**options, "precision": args.precision}
+    if args.backend == "onnxruntime-tensorrt" and args.precision == "fp16":
+        return {**options, "fp16": True}
+    raise InputError(f"--precision {args.precision}: not available on backend {args.backend} "
+                     "(fp16: tensorrt, onnxruntime-tensorrt, torch; bf16: torch)")
 
 
 def _explain_one(

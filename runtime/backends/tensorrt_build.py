@@ -35,6 +35,9 @@ def import_tensorrt() -> Any:
         raise CamrtError("backend 'tensorrt' needs TensorRT 10 or 11: pip install camrt[tensorrt]") from None
     except Exception as exc:  # the wheel loads libnvinfer at import: a missing CUDA library or driver shows here
         raise CamrtError(f"TensorRT cannot load ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+    if not hasattr(tensorrt, "Builder"):  # only tensorrt-stubs (a namespace folder of .pyi files) is installed
+        raise CamrtError("backend 'tensorrt' needs TensorRT 10 or 11 (only its type stubs are installed): "
+                         "pip install camrt[tensorrt]")
     return tensorrt
 
 
