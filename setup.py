@@ -28,12 +28,13 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"camrt.kernels": ["*.cu"], "camrt": ["py.typed"]},
+    package_data={"camrt.kernels": ["*.cu", "cuda/*.cu", "cuda/*.cuh"], "camrt": ["py.typed"]},
     install_requires=["numpy>=1.23", "pillow>=9", "tqdm>=4.60"],
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
         "plots": ["matplotlib>=3.5"],  # camrt evaluate's curve plots
-        "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13", "tensorrt-cu12>=10"],
+        "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13"],  # never with the cpu extra (two onnxruntimes)
+        "tensorrt": ["tensorrt-cu12>=10", "cupy-cuda12x>=13", "onnx>=1.15"],  # onnx: FP16 graphs for TensorRT 11
         "torch": ["torch>=2.1", "torchvision>=0.16", "onnx>=1.15", "onnxscript>=0.1"],
         "dev": [
             "pytest>=7",
