@@ -49,7 +49,7 @@ class OrtCudaRunner:
         self.stream = self.cupy.cuda.Stream(non_blocking=True)
         self.kernels: CudaKernels = cuda_kernels(self.stream, device_id)
         stream = {"device_id": device_id, "user_compute_stream": str(self.stream.ptr)}
-        providers: list[tuple[str, dict[str, Any]]] = [(PROVIDERS["cuda"], dict(stream))]
+        providers: list[tuple[str, dict[str, Any]]] = [(PROVIDERS["cuda"], {**stream, "use_tf32": "0"})]
         if provider == "tensorrt":
             cache = Path(cache_dir) if cache_dir else bundle.root / "engines" / "onnxruntime-trt"
             cache.mkdir(parents=True, exist_ok=True)

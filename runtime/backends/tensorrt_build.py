@@ -143,6 +143,9 @@ def _build_one(
     config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, workspace_bytes)
     if precision == "fp16" and fp16_flag is not None:
         config.set_flag(fp16_flag)
+    tf32_flag = getattr(trt_mod.BuilderFlag, "TF32", None)
+    if precision == "fp32" and tf32_flag is not None:
+        config.clear_flag(tf32_flag)  # TF32 is on by default; FP32 engines must match the CPU to ~1e-5
     opt = builder.create_optimization_profile()
     batches = (profile.min_batch, profile.opt_batch, profile.max_batch)
     low, mid, high = (trt_mod.Dims([batch, *shape]) for batch in batches)

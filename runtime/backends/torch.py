@@ -105,6 +105,9 @@ class TorchCudaRunner(TorchRunner):
         self.cupy = import_cupy()
         dtype_name = AUTOCAST[precision]
         self.autocast = getattr(torch, dtype_name) if dtype_name else None
+        if self.autocast is None:  # FP32 means FP32: no TF32 convolutions or matmuls (exact to ~1e-5)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.channels_last = channels_last
         if channels_last:
             self._features = self._features.to(memory_format=torch.channels_last)
