@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python -m benchmarks.bench_scorecam
+	$(BIN)/python -m benchmarks --preset full
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info
