@@ -75,7 +75,7 @@ class Runner:
         imgs = images(bundle, case.images, self.cache)
         manifest = json.loads((bundle / "manifest.json").read_text())
         job = {"impl": row.impl, "backend": row.backend, "convention": row.convention, "method": case.method,
-               "save_passes": row.save_passes, "samples": case.samples, "repeats": case.repeats, "seed": 0,
+               "save_passes": row.save_passes, "samples": case.samples, "repeats": _repeats(case, row), "seed": 0,
                "batch_size": batch_size or (spec.batch_size if row.impl == "camrt" else _peer_batch(row.impl)),
                "bundle": str(bundle), "images": str(imgs), "targets": targets(bundle, imgs),
                "spec": asdict(spec), "layer": manifest["target_layer"], "channels": manifest["activation_shape"][0],
@@ -107,6 +107,12 @@ class Runner:
         return result, maps
 
 
+def _repeats(case: Case, row: Row) -> int:
+    """The case's repeats; its extra_repeats for the rows that are not like for like with a peer."""
+    extra = row.impl == "camrt" and (row.save_passes or row.backend != "onnxruntime")
+    return case.extra_repeats if extra and case.extra_repeats is not None else case.repeats
+
+
 def _peer_batch(impl: str) -> int:
     from benchmarks.suite import PEER_BATCH
 
@@ -115,15 +121,29 @@ def _peer_batch(impl: str) -> int:
 
 def run_case(runner: Runner, spec: ModelSpec, case: Case, backends: list[str]) -> list[dict]:
     """All rows of one case: timings, passes, efficiency, peak RSS, ratios and map differences."""
-    results = []
-    for row in rows_for(case, backends):
-        job = runner.job(spec, case, row)
-        runner.log(f"  {case.model} {case.method} {case.mode} x{case.images}: {row.label} ...")
-        started = time.perf_counter()
-        result, maps = runner.run(job)
-        runner.log(f"    {_brief(result)} ({time.perf_counter() - started:.0f} s wall)")
-        results.append((row, job, result, maps))
+    rows = rows_for(case, backends)
+    jobs = [runner.job(spec, case, row) for row in rows]
+    merged: list[tuple[dict, dict[str, np.ndarray]]] = [({}, {}) for _ in rows]
+    for round_ in range(max(job["repeats"] for job in jobs)):  # round-robin: drift in load hits every row alike
+        for i, (row, job) in enumerate(zip(rows, jobs)):
+            if round_ >= job["repeats"] or "error" in merged[i][0]:
+                continue
+            runner.log(f"  {case.model} {case.method} {case.mode} x{case.images}: {row.label} "
+                       f"(run {round_ + 1} of {job['repeats']}) ...")
+            started = time.perf_counter()
+            result, maps = runner.run({**job, "repeats": 1, "round": round_, "measure_engine": round_ == 0})
+            runner.log(f"    {_brief(result)} ({time.perf_counter() - started:.0f} s wall)")
+            merged[i] = (_merge(merged[i][0], result), maps if round_ == 0 else merged[i][1])
+    results = [(row, job, result, maps) for row, job, (result, maps) in zip(rows, jobs, merged)]
     return [_summarise(case, spec, row, job, result, maps, results) for row, job, result, maps in results]
+
+
+def _merge(first: dict, later: dict) -> dict:
+    """One row's result over its rounds: every run's seconds, the highest peak RSS, the first round's engine time."""
+    if not first or "error" in later:
+        return later if not first else {**first, **({"error": later["error"]} if "error" in later else {})}
+    return {**first, "seconds": first["seconds"] + later["seconds"],
+            "rss_peak_mb": max(first["rss_peak_mb"], later["rss_peak_mb"])}
 
 
 def _brief(result: dict) -> str:
@@ -137,7 +157,7 @@ def _summarise(case: Case, spec: ModelSpec, row: Row, job: dict, result: dict, m
                results: list) -> dict:
     out: dict[str, Any] = {"model": case.model, "layer": job["layer"], "channels": job["channels"],
                            "method": case.method, "mode": case.mode, "images": case.images, "samples": case.samples,
-                           "repeats": case.repeats, "implementation": row.label, "impl": row.impl,
+                           "repeats": job["repeats"], "implementation": row.label, "impl": row.impl,
                            "backend": row.backend, "convention": row.convention, "save_passes": row.save_passes,
                            "batch_size": job["batch_size"], "random_weights": spec.random_weights, **result}
     if "error" in result:
@@ -201,8 +221,8 @@ def memory_check(runner: Runner, preset: Preset, log: Log) -> dict:
         peaks = {}
         for spec in (large, small):
             log(f"  memory check: {row.label}, resnet50 {spec.layer} ...")
-            result, _ = runner.run(runner.job(spec, case, row, batch_size=large.batch_size if row.impl == "camrt"
-                                              else None))
+            job = runner.job(spec, case, row, batch_size=large.batch_size if row.impl == "camrt" else None)
+            result, _ = runner.run({**job, "round": 0, "measure_engine": True})
             peaks[spec.layer] = result.get("rss_peak_mb", float("nan"))
         growth = peaks["layer4"] - peaks["layer2"]
         out["rows"].append({"implementation": row.label, "peak_rss_mb_k2048": peaks["layer4"],

@@ -78,7 +78,8 @@ def _camrt(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
         out = run(seed=job["seed"])
         times.append(time.perf_counter() - start)
     peak = rss_mb()
-    engine = engine_seconds(explainer.runner.logits, x[0], out.passes_run, batch_size, job["engine_batches"])
+    engine = engine_seconds(explainer.runner.logits, x[0], out.passes_run, batch_size, job["engine_batches"]) \
+        if job.get("measure_engine", True) else None
     result = {"seconds": times, "passes_run": out.passes_run, "passes_saved": out.passes_saved,
               "rss_before_mb": rss_before, "rss_peak_mb": peak, "engine": engine,
               "torch_imported": "torch" in sys.modules, "maps_from": "timed run"}
@@ -139,7 +140,8 @@ def _peer(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
         times.append(time.perf_counter() - start)
     peak = rss_mb()
     passes = int(job["channels"]) * x.shape[0] * int(job.get("samples") or 1)
-    engine = engine_seconds(logits, x[0], passes, batch_size, job["engine_batches"])
+    engine = engine_seconds(logits, x[0], passes, batch_size, job["engine_batches"]) \
+        if job.get("measure_engine", True) else None
     _save_maps(job, maps[0] if maps[0].size else None, maps[1])
     return {"seconds": times, "passes_run": passes, "passes_saved": 0, "rss_before_mb": rss_before,
             "rss_peak_mb": peak, "engine": engine, "torch_imported": True, "maps_from": "timed run"}
