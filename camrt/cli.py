@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from camrt._version import __version__
-from camrt.errors import CamrtError, InputError
+from camrt.errors import BundleError, CamrtError, InputError
 from camrt.runtime.backends import BACKENDS, GPU_BACKENDS
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.dataset import IMAGE_SUFFIXES
@@ -317,7 +317,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha: must be in [0, 1], got {args.alpha}")
     backend_options = _backend_options(args)
-    explainer = Explainer(args.bundle, backend=args.backend, **backend_options)
+    try:
+        explainer = Explainer(args.bundle, backend=args.backend, **backend_options)
+    except (BundleError, InputError):
+        raise
+    except CamrtError as exc:  # a missing GPU, driver or package: say which flag asked for it
+        raise CamrtError(f"--backend {args.backend}: {exc}") from None
     bundle = explainer.bundle
     target = _resolve_target(args.target, bundle)
     files = collect_images(args.inputs, warn=_warn)
