@@ -30,7 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, help="IS-CAM / SS-CAM samples (default: the preset's, 2)")
     parser.add_argument("--no-memory-check", action="store_true", help="skip the K = 2048 vs K = 512 memory check")
     parser.add_argument("--threads", type=int, help="engine threads (default: all cores)")
-    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/cpu_<preset>.json)")
+    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/cpu_<preset>.json); "
+                        "rewritten after every case, so an interrupted run keeps what it measured")
+    parser.add_argument("--resume", action="store_true", help="keep the cases already in --out, run the rest")
     return parser.parse_args(argv)
 
 
@@ -40,17 +42,24 @@ def main(argv: list[str] | None = None) -> None:
     cases = select(preset, args.models, args.methods, None if args.mode == "both" else [args.mode], args.repeats,
                    args.samples)
     memory = preset.memory_check and not args.no_memory_check and (not args.models or "resnet50" in args.models)
-    result = run_bench(preset, cases, memory=memory, threads=args.threads,
-                       log=lambda line: print(line, file=sys.stderr, flush=True))
-    result["command"] = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
-    text = markdown(result)
-    print(text)
     out = args.out or Path("benchmarks/results") / f"cpu_{args.preset}.json"
+    command = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
+    done = json.loads(out.read_text())["rows"] if args.resume and out.is_file() else None
+    result = run_bench(preset, cases, memory=memory, threads=args.threads, done=done,
+                       log=lambda line: print(line, file=sys.stderr, flush=True),
+                       checkpoint=lambda partial: _write(out, {**partial, "command": command}))
+    result["command"] = command
+    print(markdown(result))
+    _write(out, result)
+    print(f"\nwrote {out} ({result['seconds_total'] / 60:.1f} min)")
+
+
+def _write(out: Path, result: dict) -> None:
+    """Write the JSON atomically (a .tmp beside it, then a rename)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out)
-    print(f"\nwrote {out} ({result['seconds_total'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":

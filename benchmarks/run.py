@@ -234,8 +234,13 @@ def memory_check(runner: Runner, preset: Preset, log: Log) -> dict:
 
 def run_bench(preset: Preset, cases: list[Case], models: dict[str, ModelSpec] | None = None,
               cache: Path = CACHE, threads: int | None = None, log: Log = print,
-              memory: bool | None = None) -> dict:
-    """Run ``cases`` (and the memory check if asked) and return the results as a JSON-ready dict."""
+              memory: bool | None = None, done: list[dict] | None = None,
+              checkpoint: Callable[[dict], None] | None = None) -> dict:
+    """Run ``cases`` (and the memory check if asked) and return the results as a JSON-ready dict.
+
+    ``done``: rows of an earlier, interrupted run; their cases are kept and not run again. ``checkpoint`` is
+    called with the partial result after every case, so that an interrupted run keeps what it measured.
+    """
     models = models or MODELS
     threads = threads or os.cpu_count() or 2
     cache.mkdir(parents=True, exist_ok=True)
@@ -243,7 +248,12 @@ def run_bench(preset: Preset, cases: list[Case], models: dict[str, ModelSpec] | 
     started = time.perf_counter()
     result: dict[str, Any] = {"machine": _machine(threads), "preset": preset.description, "rows": [],
                               "backends": {}}
+    kept = {_case_key(r) for r in done or []}
     for case in cases:
+        if (case.model, case.method, case.mode, case.images) in kept:
+            result["rows"] += [r for r in done or [] if _case_key(r) == (case.model, case.method, case.mode,
+                                                                        case.images)]
+            continue
         spec = models[case.model]
         bundle = bundle_path(spec, cache)
         if case.model not in result["backends"]:
@@ -251,11 +261,18 @@ def run_bench(preset: Preset, cases: list[Case], models: dict[str, ModelSpec] | 
             result["backends"][case.model] = {"usable": usable, "skipped": skipped}
         log(f"{case.model} {case.method} ({case.mode}, {case.images} image(s), {case.repeats} repeat(s))")
         result["rows"] += run_case(runner, spec, case, result["backends"][case.model]["usable"])
+        if checkpoint is not None:
+            checkpoint({**result, "partial": True, "summary": summary(result["rows"]),
+                        "seconds_total": time.perf_counter() - started})
     if memory if memory is not None else preset.memory_check:
         result["memory_check"] = memory_check(runner, preset, log)
     result["summary"] = summary(result["rows"])
     result["seconds_total"] = time.perf_counter() - started
     return result
+
+
+def _case_key(row: dict) -> tuple:
+    return row["model"], row["method"], row["mode"], row["images"]
 
 
 def summary(rows: list[dict]) -> dict:
