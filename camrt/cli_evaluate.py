@@ -157,7 +157,9 @@ def _panel(rgb: np.ndarray, evaluation: Any, record: dict[str, Any], out: Path, 
         titles.append(f"{label}\n{detail}".rstrip())
     name = f"{index:05d}-{path.stem}.png"
     (out / "overlays").mkdir(exist_ok=True)
-    method_panel(rgb, [e.saliency[0] for e in evaluation.explanations], titles, out / "overlays" / name)
+    photo = f"{path.name}\n{record.get('target_name') or record['target']} ({record['score']['prob']:.2f})"
+    method_panel(rgb, [e.saliency[0] for e in evaluation.explanations], titles, out / "overlays" / name,
+                 photo_title=photo)
 
 
 def _config(args: argparse.Namespace, bundle: Any, specs: list[Any], confidence: list[Any],

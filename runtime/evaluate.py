@@ -171,6 +171,7 @@ class Evaluator:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
+        self._zero_logits: np.ndarray | None = None  # the all-zero image's logits: one pass per Evaluator
 
     def evaluate(
         self,
@@ -206,9 +207,13 @@ class Evaluator:
         passes["confidence"] = len(scores) * saliency.shape[0] * saliency.shape[1]
         seconds["confidence"] = time.perf_counter() - started
         causal = {}
+        if self.causal and self._zero_logits is None:
+            self._zero_logits = np.asarray(runner.logits(np.zeros((1, *x.shape[1:]), np.float32)))[0]
+            passes["zero image"] = 1
         for variant in self.causal:
             started = time.perf_counter()
-            causal[variant.name] = causal_curves(runner, x, saliency, first.logits, variant, self.batch_size)
+            causal[variant.name] = causal_curves(runner, x, saliency, first.logits, variant, self.batch_size,
+                                                 zero_logits=self._zero_logits)
             passes[f"causal:{variant.name}"] = causal[variant.name].passes
             seconds[f"causal:{variant.name}"] = time.perf_counter() - started
         return Evaluation(

@@ -44,15 +44,15 @@ def plot_curves(summary: dict[str, Any], variant: str, path: str | Path) -> Path
 
 
 def method_panel(rgb: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str], path: str | Path,
-                 alpha: float = 0.5) -> Path:
-    """The photo and one overlay per method side by side, each with a caption line above it, as one PNG."""
+                 alpha: float = 0.5, photo_title: str = "photo") -> Path:
+    """The photo and one overlay per method side by side, each with up to two caption lines, as one PNG."""
     tiles = [np.asarray(rgb)] + [overlay(rgb, m, alpha) for m in maps]
     height, width = tiles[0].shape[:2]
     font = ImageFont.load_default()
     caption = 16
     canvas = Image.new("RGB", (width * len(tiles), height + caption * 2), "white")
     draw = ImageDraw.Draw(canvas)
-    for i, (tile, title) in enumerate(zip(tiles, ["photo", *titles])):
+    for i, (tile, title) in enumerate(zip(tiles, [photo_title, *titles])):
         canvas.paste(Image.fromarray(tile), (i * width, caption * 2))
         for line, text in enumerate(str(title).split("\n")[:2]):
             draw.text((i * width + 4, 2 + line * caption), text, fill="black", font=font)

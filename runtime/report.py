@@ -162,6 +162,7 @@ def csv_rows(records: Sequence[dict], labels: Sequence[str], confidence: Sequenc
                 row[f"o_{v.name}"] = o
                 row[f"average_drop_{v.name}"] = float(average_drop(np.array([y]), np.array([o]))[0])
                 row[f"increase_{v.name}"] = float(increase_in_confidence(np.array([y]), np.array([o]))[0])
+                row[f"change_{v.name}"] = o - y  # pytorch-grad-cam's CamMultImageConfidenceChange
             for c in causal:
                 row[f"deletion_auc_{c.name}"] = entry["causal"][c.name]["deletion_auc"]
                 row[f"insertion_auc_{c.name}"] = entry["causal"][c.name]["insertion_auc"]

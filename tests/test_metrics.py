@@ -256,6 +256,10 @@ def test_evaluator_records_every_method_metric_and_variant(model_and_explainer):
     o_logit, o_prob = explanation_scores(explainer.runner, x, result.saliency, result.targets)[None]
     np.testing.assert_allclose(result.confidence["prob-full"][2], o_prob, rtol=RTOL)
     assert result.passes["confidence"] == 2 * 3 * 2  # (full, top 50 %) x methods x images
+    assert result.passes["zero image"] == 1
+    again = evaluator.evaluate(x[:1], specs)
+    assert "zero image" not in again.passes  # the all-zero image is scored once per Evaluator
+    np.testing.assert_allclose(again.causal["rise"].deletion_auc, result.causal["rise"].deletion_auc[:, :1])
 
 
 def test_parse_methods_scopes_options_and_rejects_mistakes():

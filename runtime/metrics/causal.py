@@ -167,11 +167,13 @@ def causal_curves(
     variant: CausalVariant | None = None,
     batch_size: int = 64,
     progress: Progress | None = None,
+    zero_logits: np.ndarray | None = None,
 ) -> CausalCurves:
     """Deletion and insertion curves of every map, all perturbed images batched across methods and images.
 
     x (N, C, H, W) preprocessed images; saliency (M, N, H, W); clean_logits (N, classes) of x, whose argmax is
-    the class scored (the class predicted on the clean image, as RISE does).
+    the class scored (the class predicted on the clean image, as RISE does). zero_logits (classes,): the
+    all-zero image's logits where the caller has them already (they are the same for every image).
     """
     variant = variant or rise_variant()
     m, n = saliency.shape[:2]
@@ -183,9 +185,11 @@ def causal_curves(
     classes = np.asarray(clean_logits).argmax(axis=1)
     pick = 0 if variant.score == "logit" else 1
     clean = class_scores(np.asarray(clean_logits), classes)[pick]
-    zero = class_scores(np.repeat(np.asarray(runner.logits(np.zeros((1, c, height, width), np.float32))), n, 0),
-                        classes)[pick]
-    passes = 1
+    passes = 0
+    if zero_logits is None:
+        zero_logits = np.asarray(runner.logits(np.zeros((1, c, height, width), np.float32)))[0]
+        passes += 1
+    zero = class_scores(np.repeat(np.asarray(zero_logits)[None], n, 0), classes)[pick]
     deletion = np.empty((m, n, points))
     insertion = np.empty((m, n, points))
     deletion[..., 0], deletion[..., -1], insertion[..., -1] = clean, zero, clean
@@ -233,13 +237,7 @@ def causal_curves(
     )
 
 
-def passes_per_image(variant: CausalVariant, methods: int, pixels: int) -> float:
-    """Forward passes per image for ``methods`` maps (the shared zero-image pass not counted)."""
-    interior = variant.counts(pixels).size - 2
-    return methods * 2 * max(interior, 0) + (1 if variant.insertion_start == "blur" else 0)
-
-
 __all__ = [
     "CausalCurves", "CausalVariant", "blur", "causal_curves", "gaussian_kernel_1d", "get_variant",
-    "passes_per_image", "rise_auc", "rise_variant", "saliency_ranks", "torchcam_variant", "trapezoid_auc",
+    "rise_auc", "rise_variant", "saliency_ranks", "torchcam_variant", "trapezoid_auc",
 ]
