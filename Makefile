@@ -1,5 +1,6 @@
-# make demo: set up, export the real EfficientNet-Lite0, explain the bundled photos (Score-CAM, ScoreCAM++).
-# make test: set up, then ruff, mypy and the tests. make bench: the side-by-side CPU benchmark.
+# make demo: set up, export the real EfficientNet-Lite0, explain and evaluate the bundled photos (four methods).
+# make test: set up, then ruff, mypy (also against tensorrt-stubs), the CUDA kernels through nvcc, and the tests.
+# make bench: the side-by-side CPU benchmark.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,6 +14,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[cpu,torch,dev]"
+	$(BIN)/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1  # types only: TensorRT itself cannot install here
 	touch $@
 
 demo: setup
@@ -21,6 +23,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	tools/typecheck.sh
+	tools/typecheck_tensorrt.sh
 	tools/compile_cuda.sh
 	$(BIN)/python -m pytest -q
 
