@@ -79,17 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--convention", "-c", default="paper",
                          help="whose implementation to match exactly (default: paper)")
     explain.add_argument("--out", "-o", required=True, type=Path, help="the folder to write the results to")
-    explain.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="default: onnxruntime")
-    explain.add_argument("--device", default=None, metavar="DEV",
-                         help="cpu, cuda or cuda:N (default: cpu; cuda for the GPU-only backends)")
-    explain.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
-                         help="GPU backends: engine precision (bf16: torch only; default: fp32)")
+    add_backend_arguments(explain)
     explain.add_argument("--batch-size", "-b", type=_positive_int, default=64, metavar="N",
                          help="masked inputs per forward pass (default: 64)")
     explain.add_argument("--target", "-t", default=None, metavar="CLASS",
                          help="explain this class index or name (default: each image's predicted class)")
     explain.add_argument("--seed", type=int, default=None, metavar="S", help="noise seed for sscam")
-    explain.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads of the backend")
     explain.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
                          help="a method option, e.g. num_samples=10 or std=2.0 (repeatable)")
     explain.add_argument("--alpha", type=float, default=0.5, help="heat-map weight in the overlay (default: 0.5)")
@@ -308,7 +303,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     """Explain every input image; write <stem>.npy, <stem>.png and summary.json; 2 if any image failed."""
     from tqdm import tqdm
 
-    from camrt.runtime.explainer import Explainer
     from camrt.runtime.overlay import atomic_write
 
     started = time.perf_counter()
@@ -316,13 +310,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     get_convention(args.method, args.convention, **options)  # a bad method, convention or option fails first
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha: must be in [0, 1], got {args.alpha}")
-    backend_options = _backend_options(args)
-    try:
-        explainer = Explainer(args.bundle, backend=args.backend, **backend_options)
-    except (BundleError, InputError):
-        raise
-    except CamrtError as exc:  # a missing GPU, driver or package: say which flag asked for it
-        raise CamrtError(f"--backend {args.backend}: {exc}") from None
+    explainer = make_explainer(args)
     bundle = explainer.bundle
     target = _resolve_target(args.target, bundle)
     files = collect_images(args.inputs, warn=_warn)
@@ -347,6 +335,29 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     skipped = f" ({totals['skipped']} skipped)" if totals["skipped"] else ""
     print(f"explained {totals['explained']} of {totals['images']} images{skipped}: {out / SUMMARY}")
     return USAGE_ERROR if totals["skipped"] else 0
+
+
+def make_explainer(args: argparse.Namespace) -> Any:
+    """The Explainer for BUNDLE on --backend with --device, --precision and --threads (explain and evaluate)."""
+    from camrt.runtime.explainer import Explainer
+
+    backend_options = _backend_options(args)
+    try:
+        return Explainer(args.bundle, backend=args.backend, **backend_options)
+    except (BundleError, InputError):
+        raise
+    except CamrtError as exc:  # a missing GPU, driver or package: say which flag asked for it
+        raise CamrtError(f"--backend {args.backend}: {exc}") from None
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend, --device, --precision and --threads, shared by explain and evaluate."""
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="default: onnxruntime")
+    parser.add_argument("--device", default=None, metavar="DEV",
+                        help="cpu, cuda or cuda:N (default: cpu; cuda for the GPU-only backends)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="GPU backends: engine precision (bf16: torch only; default: fp32)")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads of the backend")
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import numpy as np
 
 from camrt._version import __version__
 from camrt.errors import CamrtError, InputError
-from camrt.runtime.backends import BACKENDS
 from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS
 
 RECORDS = "records.jsonl"
@@ -29,7 +28,7 @@ RUN = "run.json"
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """Register ``evaluate`` on the CLI's subparsers."""
-    from camrt.cli import _positive_int
+    from camrt.cli import _positive_int, add_backend_arguments
 
     p = sub.add_parser(
         "evaluate", parents=parents, help="explain a dataset with several methods and measure the maps",
@@ -53,10 +52,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--overlays", type=int, default=8, metavar="N",
                    help="side-by-side overlays for the first N images (default: 8)")
     p.add_argument("--resume", action="store_true", help="skip the images already done in --out")
-    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="default: onnxruntime")
+    add_backend_arguments(p)
     p.add_argument("--batch-size", "-b", type=_positive_int, default=64, metavar="N",
                    help="perturbed inputs per forward pass (default: 64)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="T", help="CPU threads of the backend")
     p.add_argument("--option", "-O", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                    help="a method option, e.g. iscam.num_samples=5 or num_samples=5 for every method taking it")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed for sscam (default: 0)")
@@ -79,19 +77,16 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate every image of DATA not done yet; write the tables and plots; 2 if any image was skipped."""
     from tqdm import tqdm
 
-    from camrt.cli import _parse_options, _prepare_out
+    from camrt.cli import _parse_options, _prepare_out, make_explainer
     from camrt.runtime.dataset import discover
     from camrt.runtime.evaluate import Evaluator, parse_methods
-    from camrt.runtime.explainer import Explainer
 
     started = time.perf_counter()
     specs = parse_methods(args.methods, _parse_options(args.option))
     confidence, causal = _variants(args)
     if args.overlays < 0:
         raise InputError(f"--overlays: must be 0 or more, got {args.overlays}")
-    threads_option = "intra_op_threads" if args.backend == "onnxruntime" else "threads"
-    explainer = Explainer(args.bundle, backend=args.backend,
-                          **({threads_option: args.threads} if args.threads else {}))
+    explainer = make_explainer(args)
     evaluator = Evaluator(explainer, [v.name for v in confidence], [c.name for c in causal], args.step,
                           args.batch_size)
     items = discover(args.data)[: args.limit]
