@@ -1,7 +1,13 @@
-"""The results as Markdown: one table per mode, the targets, the memory check."""
+"""The results as Markdown: one table per mode, the targets, the memory check.
+
+``python -m benchmarks.report results.json`` prints the tables of a results file again.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 METHOD_NAMES = {"scorecam": "Score-CAM", "iscam": "IS-CAM", "sscam": "SS-CAM", "scorecam++": "ScoreCAM++"}
@@ -101,8 +107,17 @@ NOTES = (
     "ONNX Runtime with every pass run in the same convention (for a peer, the convention that names it); above "
     "1 is slower than camrt. Engine eff. = seconds for the same number of passes through the bare engine "
     "(runner.logits, or the eager model for the peers, on pre-built inputs at the same batch size) / seconds "
-    "of the explanation. Peak RSS: VmHWM of a fresh process per implementation (imports, model, engine and "
-    "explanation; camrt on ONNX Runtime never imports torch). Map differences: against the implementation "
+    "of the explanation, both from the first run (one process, back to back). Peak RSS: VmHWM of a fresh "
+    "process per implementation (imports, model, engine and explanation; camrt on ONNX Runtime never imports "
+    "torch). Map differences: against the implementation "
     "the convention names (torchcam at its native h x w; SS-CAM replays torchcam's own noise, as "
     "tests/test_parity.py does); rows without a peer are compared with camrt on ONNX Runtime, every pass run."
 )
+
+
+def main() -> None:
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
+
+
+if __name__ == "__main__":
+    main()
