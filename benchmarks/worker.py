@@ -113,8 +113,10 @@ def _peer(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
         from pytorch_grad_cam import ScoreCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+        target = _last_call(model, layer, tensor[:1])
+
         def run() -> tuple[np.ndarray, np.ndarray | None]:
-            cam = ScoreCAM(model=model, target_layers=[model.get_submodule(layer)])
+            cam = ScoreCAM(model=model, target_layers=[target])
             cam.batch_size = batch_size
             saliency = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(int(t)) for t in targets])
             cam.activations_and_grads.release()
@@ -145,6 +147,45 @@ def _peer(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
     _save_maps(job, maps[0] if maps[0].size else None, maps[1])
     return {"seconds": times, "passes_run": passes, "passes_saved": 0, "rss_before_mb": rss_before,
             "rss_peak_mb": peak, "engine": engine, "torch_imported": True, "maps_from": "timed run"}
+
+
+def _last_call(model: Any, layer: str, x: Any) -> Any:
+    """The module grad-cam should hook to see ``layer``'s output of its LAST call in a forward pass.
+
+    grad-cam keeps the activations of a module's first call; a module called several times (EfficientNet-Lite's
+    shared ``_swish``, stem and head) would give it the stem's. camrt and torchcam use the last call. The module is
+    wrapped so that its last call's output also passes through an identity module, which grad-cam hooks:
+    the model computes exactly what it did.
+    """
+    import torch
+    from torch import nn
+
+    module = model.get_submodule(layer)
+    calls = [0]
+    handle = module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    if calls[0] <= 1:
+        return module
+
+    class LastCall(nn.Module):
+        def __init__(self, inner: nn.Module, per_forward: int) -> None:
+            super().__init__()
+            self.inner, self.per_forward, self.seen, self.tap = inner, per_forward, 0, nn.Identity()
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            out = self.inner(*args, **kwargs)
+            self.seen += 1
+            if self.seen < self.per_forward:
+                return out
+            self.seen = 0
+            return self.tap(out)
+
+    parent_name, _, child = layer.rpartition(".")
+    wrapper = LastCall(module, calls[0])
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapper)
+    return wrapper.tap
 
 
 def _save_maps(job: dict, saliency: np.ndarray | None, native: np.ndarray | None) -> None:
