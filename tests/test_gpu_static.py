@@ -186,3 +186,63 @@ def test_runtime_imports_without_cupy_tensorrt_or_torch():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+class _HostArray(np.ndarray):
+    """A NumPy array with CuPy's set/get, so the engine runners' shared buffer logic runs on the host."""
+
+    def set(self, values, stream=None):
+        self[...] = values
+
+    def get(self, stream=None):
+        return np.array(self)
+
+
+class _FakeCupy:
+    float32 = np.float32
+
+    @staticmethod
+    def empty(shape, dtype):
+        return np.empty(shape, dtype).view(_HostArray)
+
+
+class _Stream:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def synchronize(self):
+        pass
+
+
+def test_engine_buffers_grow_once_and_run_the_graphs_in_order(tiny_bundle):
+    """EngineBuffers (shared by the ONNX Runtime GPU and TensorRT runners), with a host engine behind it."""
+    from camrt.runtime.backends.device import EngineBuffers
+    from camrt.runtime.backends.onnxruntime import OnnxrtRunner
+
+    reference = OnnxrtRunner(Bundle.load(tiny_bundle))
+    calls = []
+
+    class HostEngine(EngineBuffers):
+        cupy, stream = _FakeCupy(), _Stream()
+
+        def _enqueue(self, graph, src, dst, n, for_host):
+            calls.append((graph, n, for_host))
+            run = reference.features if graph == "features" else reference.head
+            self._buffers[dst][:n] = run(np.asarray(self._buffers[src][:n]))
+
+    runner = HostEngine()
+    runner._init_buffers(Bundle.load(tiny_bundle))
+    x = np.random.default_rng(int(np.random.SeedSequence().entropy % 2**32)).standard_normal(
+        (3, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(runner.logits(x), reference.logits(x), rtol=1e-6, atol=1e-6)
+    first = runner._buffers
+    runner.input_buffer(2)[...] = x[:2]
+    np.testing.assert_allclose(np.asarray(runner.run_logits(2)), reference.logits(x[:2]), rtol=1e-6, atol=1e-6)
+    assert runner._buffers is first  # a smaller batch reuses the buffers
+    assert calls == [("features", 3, True), ("head", 3, True), ("features", 2, False), ("head", 2, False)]
+    runner.max_batch = 2
+    with pytest.raises(CamrtError, match="exceeds the TensorRT engine's profile maximum 2"):
+        runner.input_buffer(3)

@@ -12,7 +12,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from camrt.errors import CamrtError
 from camrt.kernels.gpu import CudaKernels
+from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS
 
 
 @runtime_checkable
@@ -49,3 +51,64 @@ def is_device_runner(runner: object) -> bool:
 def to_host(array: Any) -> np.ndarray:
     """A device (CuPy) array's values on the host; NumPy arrays pass through."""
     return np.asarray(array.get() if hasattr(array, "get") else array)
+
+
+class EngineBuffers:
+    """Device buffers and host entry points shared by the GPU engine runners (ONNX Runtime GPU, TensorRT).
+
+    One float32 buffer per tensor (image, activations, logits) sized for the largest batch seen, on the
+    runner's stream; subclasses say how one graph runs on them (:meth:`_enqueue`).
+    """
+
+    cupy: Any
+    stream: Any
+    max_batch: int | None = None  # an engine's profile limit, where it has one
+
+    def _init_buffers(self, bundle: Any) -> None:
+        m = bundle.manifest
+        self._shapes = {IMAGE: tuple(m.input_shape), ACTIVATIONS: tuple(m.activation_shape), LOGITS: (m.num_classes,)}
+        self._buffers: dict[str, Any] = {}
+        self._rows = 0
+
+    def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
+        """Run ``graph`` on buffers[src][:n] into buffers[dst][:n], in stream order (for_host: the clean pass)."""
+        raise NotImplementedError
+
+    def input_buffer(self, rows: int) -> Any:
+        if self.max_batch is not None and rows > self.max_batch:
+            raise CamrtError(f"batch size {rows} exceeds the TensorRT engine's profile maximum {self.max_batch}; "
+                             "use a smaller --batch-size or rebuild the engine with a larger max batch")
+        if rows > self._rows:
+            with self.stream:
+                self._buffers = {name: self.cupy.empty((rows, *shape), dtype=self.cupy.float32)
+                                 for name, shape in self._shapes.items()}
+            self._rows = rows
+        return self._buffers[IMAGE][:rows]
+
+    def run_logits(self, n: int) -> Any:
+        self._enqueue("features", IMAGE, ACTIVATIONS, n, for_host=False)
+        self._enqueue("head", ACTIVATIONS, LOGITS, n, for_host=False)
+        return self._buffers[LOGITS][:n]
+
+    def stream_context(self) -> AbstractContextManager[Any]:
+        return self.stream  # type: ignore[no-any-return]
+
+    def _host(self, graph: str, src: str, dst: str, array: np.ndarray) -> np.ndarray:
+        """One graph on host input: copy in, run, copy out, wait (the clean pass, not the masked inputs)."""
+        n = array.shape[0]
+        self.input_buffer(n)
+        with self.stream:
+            self._buffers[src][:n].set(np.ascontiguousarray(array, dtype=np.float32), stream=self.stream)
+            self._enqueue(graph, src, dst, n, for_host=True)
+            out = self._buffers[dst][:n].get(stream=self.stream)
+        self.stream.synchronize()
+        return np.asarray(out)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        return self._host("features", IMAGE, ACTIVATIONS, images)
+
+    def head(self, activations: np.ndarray) -> np.ndarray:
+        return self._host("head", ACTIVATIONS, LOGITS, activations)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.head(self.features(images))

@@ -7,7 +7,6 @@ the device without host round trips.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 
 from camrt.errors import BundleError, CamrtError
 from camrt.kernels.gpu import CudaKernels, cuda_kernels, import_cupy
-from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
+from camrt.runtime.backends.device import EngineBuffers
+from camrt.runtime.bundle import Bundle
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -34,7 +34,7 @@ def import_ort_gpu(provider: str) -> Any:
     return ort
 
 
-class OrtCudaRunner:
+class OrtCudaRunner(EngineBuffers):
     """Two ONNX Runtime sessions on one CUDA stream, bound to device buffers of up to ``rows`` inputs."""
 
     def __init__(self, bundle: Bundle, provider: str = "cuda", device_id: int = 0, fp16: bool = False,
@@ -69,49 +69,11 @@ class OrtCudaRunner:
                 raise BundleError(f"{path}: ONNX Runtime ({provider}) cannot load it ({first})") from None
         self._async = ort.RunOptions()
         self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        m = bundle.manifest
-        self._shapes = {IMAGE: tuple(m.input_shape), ACTIVATIONS: tuple(m.activation_shape), LOGITS: (m.num_classes,)}
-        self._buffers: dict[str, Any] = {}
-        self._rows = 0
+        self._init_buffers(bundle)
 
-    def input_buffer(self, rows: int) -> Any:
-        if rows > self._rows:
-            with self.stream:
-                self._buffers = {name: self.cupy.empty((rows, *shape), dtype=self.cupy.float32)
-                                 for name, shape in self._shapes.items()}
-            self._rows = rows
-        return self._buffers[IMAGE][:rows]
-
-    def run_logits(self, n: int) -> Any:
-        self._run("features", IMAGE, ACTIVATIONS, n, self._async)
-        self._run("head", ACTIVATIONS, LOGITS, n, self._async)
-        return self._buffers[LOGITS][:n]
-
-    def stream_context(self) -> AbstractContextManager[Any]:
-        return self.stream  # type: ignore[no-any-return]
-
-    def _run(self, graph: str, src: str, dst: str, n: int, options: Any) -> None:
+    def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
         session = self._sessions[graph]
         binding = session.io_binding()
         for name, bind in ((src, binding.bind_input), (dst, binding.bind_output)):
             bind(name, "cuda", self.device_id, np.float32, [n, *self._shapes[name]], int(self._buffers[name].data.ptr))
-        session.run_with_iobinding(binding, options)
-
-    def _host(self, graph: str, src: str, dst: str, array: np.ndarray) -> np.ndarray:
-        n = array.shape[0]
-        self.input_buffer(n)
-        with self.stream:
-            self._buffers[src][:n].set(np.ascontiguousarray(array, dtype=np.float32), stream=self.stream)
-            self._run(graph, src, dst, n, None)
-            out = self._buffers[dst][:n].get(stream=self.stream)
-        self.stream.synchronize()
-        return np.asarray(out)
-
-    def features(self, images: np.ndarray) -> np.ndarray:
-        return self._host("features", IMAGE, ACTIVATIONS, images)
-
-    def head(self, activations: np.ndarray) -> np.ndarray:
-        return self._host("head", ACTIVATIONS, LOGITS, activations)
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.head(self.features(images))
+        session.run_with_iobinding(binding, None if for_host else self._async)

@@ -6,13 +6,11 @@ buffer between them. Engines come from the bundle's cache, built on first use wh
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from camrt.errors import CamrtError
 from camrt.kernels.gpu import CudaKernels, cuda_kernels, import_cupy
+from camrt.runtime.backends.device import EngineBuffers
 from camrt.runtime.backends.tensorrt_build import (
     Profile,
     build_engines,
@@ -20,13 +18,13 @@ from camrt.runtime.backends.tensorrt_build import (
     gpu_name,
     import_tensorrt,
 )
-from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
+from camrt.runtime.bundle import IMAGE, Bundle
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 
-class TrtRunner:
+class TrtRunner(EngineBuffers):
     """Two TensorRT engines on one stream, with device buffers sized for up to ``max_batch`` inputs."""
 
     name = "tensorrt"
@@ -56,55 +54,12 @@ class TrtRunner:
             self._engines[graph] = engine
             self._contexts[graph] = engine.create_execution_context()
         self.max_batch = int(self._engines["features"].get_tensor_profile_shape(IMAGE, 0)[2][0])
-        m = bundle.manifest
-        self._shapes = {IMAGE: tuple(m.input_shape), ACTIVATIONS: tuple(m.activation_shape), LOGITS: (m.num_classes,)}
-        self._buffers: dict[str, Any] = {}
-        self._rows = 0
+        self._init_buffers(bundle)
 
-    # ------------------------------------------------------------------ device entry points
-    def input_buffer(self, rows: int) -> Any:
-        if rows > self.max_batch:
-            raise CamrtError(f"batch size {rows} exceeds the TensorRT engine's profile maximum {self.max_batch}; "
-                             "use a smaller --batch-size or rebuild the engine with a larger max batch")
-        if rows > self._rows:
-            with self.stream:
-                self._buffers = {name: self.cupy.empty((rows, *shape), dtype=self.cupy.float32)
-                                 for name, shape in self._shapes.items()}
-            self._rows = rows
-        return self._buffers[IMAGE][:rows]
-
-    def run_logits(self, n: int) -> Any:
-        self._enqueue("features", IMAGE, ACTIVATIONS, n)
-        self._enqueue("head", ACTIVATIONS, LOGITS, n)
-        return self._buffers[LOGITS][:n]
-
-    def stream_context(self) -> AbstractContextManager[Any]:
-        return self.stream  # type: ignore[no-any-return]
-
-    def _enqueue(self, graph: str, src: str, dst: str, n: int) -> None:
+    def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
         context = self._contexts[graph]
         context.set_input_shape(src, (n, *self._shapes[src]))
         context.set_tensor_address(src, int(self._buffers[src].data.ptr))
         context.set_tensor_address(dst, int(self._buffers[dst].data.ptr))
         if not context.execute_async_v3(self.stream.ptr):
             raise CamrtError(f"TensorRT failed to run the {graph} engine")
-
-    # ------------------------------------------------------------------ host entry points (the clean pass)
-    def _host(self, graph: str, src: str, dst: str, array: np.ndarray) -> np.ndarray:
-        n = array.shape[0]
-        self.input_buffer(n)
-        with self.stream:
-            self._buffers[src][:n].set(np.ascontiguousarray(array, dtype=np.float32), stream=self.stream)
-            self._enqueue(graph, src, dst, n)
-            out = self._buffers[dst][:n].get(stream=self.stream)
-        self.stream.synchronize()
-        return np.asarray(out)
-
-    def features(self, images: np.ndarray) -> np.ndarray:
-        return self._host("features", IMAGE, ACTIVATIONS, images)
-
-    def head(self, activations: np.ndarray) -> np.ndarray:
-        return self._host("head", ACTIVATIONS, LOGITS, activations)
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.head(self.features(images))
