@@ -29,6 +29,22 @@ __device__ __forceinline__ float raw_mask(const MaskArgs& g, const float* a, int
     return g.gate ? apply_gate(m, g.gate) : m;
 }
 
+// The finished mask at pixel p: raw mask, input-level min-max, mask noise (both passes over the pixels use it).
+__device__ __forceinline__ float final_mask(const MaskArgs& g, const float* a, int p, int item, int HW, float flo,
+                                            float fspan, float mlo, float mspan) {
+    float m = raw_mask(g, a, p, flo, fspan);
+    if (g.normalize == NORM_INPUT) m = __fdiv_rn(__fsub_rn(m, mlo), mspan);
+    if (g.mask_noise) m = __fadd_rn(m, g.mask_noise[(long long)item * HW + p]);
+    return m;
+}
+
+// Channel c of the image at pixel p times the mask m, times the item's scale where it has one.
+__device__ __forceinline__ float scaled_pixel(const MaskArgs& g, const float* img, int c, int p, int HW, float m,
+                                              float s) {
+    float v = __fmul_rn(img[(long long)c * HW + p], m);
+    return g.item_scale ? __fmul_rn(v, s) : v;
+}
+
 template <typename Out>
 __device__ void masked_inputs_body(MaskArgs g, Out* out) {
     __shared__ float s_lo[CAMRT_MAX_THREADS];
@@ -68,12 +84,9 @@ __device__ void masked_inputs_body(MaskArgs g, Out* out) {
     if (g.input_noise && g.range_multiplier > 0.0f) {  // range of the masked input before its noise
         float lo = inf, hi = -inf;
         for (int p = threadIdx.x; p < HW; p += blockDim.x) {
-            float m = raw_mask(g, a, p, flo, fspan);
-            if (g.normalize == NORM_INPUT) m = __fdiv_rn(__fsub_rn(m, mlo), mspan);
-            if (g.mask_noise) m = __fadd_rn(m, g.mask_noise[(long long)item * HW + p]);
+            float m = final_mask(g, a, p, item, HW, flo, fspan, mlo, mspan);
             for (int c = 0; c < g.C; ++c) {
-                float v = __fmul_rn(img[(long long)c * HW + p], m);
-                if (g.item_scale) v = __fmul_rn(v, s);
+                float v = scaled_pixel(g, img, c, p, HW, m, s);
                 lo = fminf(lo, v);
                 hi = fmaxf(hi, v);
             }
@@ -84,12 +97,9 @@ __device__ void masked_inputs_body(MaskArgs g, Out* out) {
         noise_std = span == 0.0 ? 0.0f : (float)(ratio * ratio);  // a constant masked input gets no noise
     }
     for (int p = threadIdx.x; p < HW; p += blockDim.x) {
-        float m = raw_mask(g, a, p, flo, fspan);
-        if (g.normalize == NORM_INPUT) m = __fdiv_rn(__fsub_rn(m, mlo), mspan);
-        if (g.mask_noise) m = __fadd_rn(m, g.mask_noise[(long long)item * HW + p]);
+        float m = final_mask(g, a, p, item, HW, flo, fspan, mlo, mspan);
         for (int c = 0; c < g.C; ++c) {
-            float v = __fmul_rn(img[(long long)c * HW + p], m);
-            if (g.item_scale) v = __fmul_rn(v, s);
+            float v = scaled_pixel(g, img, c, p, HW, m, s);
             if (g.input_noise) v = __fadd_rn(v, __fmul_rn(noise_std, g.input_noise[((long long)item * g.C + c) * HW + p]));
             long long o = g.channels_last ? ((long long)item * HW + p) * g.C + c : ((long long)item * g.C + c) * HW + p;
             store(out, o, v);
