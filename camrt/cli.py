@@ -22,7 +22,7 @@ from camrt._version import __version__
 from camrt.errors import BundleError, CamrtError, InputError
 from camrt.runtime.backends import BACKENDS, GPU_BACKENDS
 from camrt.runtime.bundle import Bundle
-from camrt.runtime.dataset import IMAGE_SUFFIXES
+from camrt.runtime.dataset import images_in
 from camrt.runtime.methods import METHODS, get_convention, list_conventions
 
 USAGE_ERROR = 2
@@ -419,11 +419,7 @@ def collect_images(inputs: Sequence[Path], warn: Callable[[str], None] | None = 
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(
-                (p for p in item.iterdir()
-                 if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()),
-                key=lambda p: p.name,
-            )
+            found = images_in(item)
             if not found and warn is not None:
                 warn(f"{item}: no images in this folder")
             files.extend(found)

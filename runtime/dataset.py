@@ -31,7 +31,8 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
+def images_in(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files of ``folder`` (and its subfolders when recursive), by path; hidden files left out."""
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted((p for p in found if _is_image(p)), key=lambda p: str(p.relative_to(folder)))
 
@@ -44,9 +45,9 @@ def discover(data: str | Path) -> list[Item]:
     if path.is_file() and path.suffix.lower() == ".csv":
         items = _from_csv(path)
     elif path.is_dir():
-        items = [Item(p) for p in _images_in(path, recursive=False)]
+        items = [Item(p) for p in images_in(path, recursive=False)]
         for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            items += [Item(p, sub.name) for p in _images_in(sub, recursive=True)]
+            items += [Item(p, sub.name) for p in images_in(sub, recursive=True)]
     elif path.is_file():
         items = [Item(path)]
     elif glob.has_magic(text):

@@ -15,7 +15,7 @@ import numpy as np
 
 from camrt.errors import InputError
 from camrt.runtime.explainer import Explainer, Explanation, Progress
-from camrt.runtime.methods import METHODS, get_convention
+from camrt.runtime.methods import METHODS, get_convention, option_names
 from camrt.runtime.metrics.causal import CausalCurves, CausalVariant, causal_curves, get_variant
 from camrt.runtime.metrics.confidence import (
     DEFAULT_VARIANTS,
@@ -66,7 +66,7 @@ def parse_methods(text: str | Sequence[str], options: dict[str, Any] | None = No
         method, _, convention = name.partition(":")
         if method not in METHODS:
             raise InputError(f"--methods: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        accepted = set(_option_names(method))
+        accepted = set(option_names(method))
         chosen = {k: v for k, v in shared.items() if k in accepted}
         used.update(chosen)
         chosen.update(scoped.get(method, {}))
@@ -81,12 +81,6 @@ def parse_methods(text: str | Sequence[str], options: dict[str, Any] | None = No
     if twice:
         raise InputError(f"--methods: {twice[0]!r} is listed twice")
     return specs
-
-
-def _option_names(method: str) -> list[str]:
-    import inspect
-
-    return list(inspect.signature(METHODS[method]).parameters)
 
 
 @dataclass
@@ -185,10 +179,11 @@ class Evaluator:
         if not methods:
             raise InputError("methods: name at least one method")
         explanations, passes, seconds = [], {}, {}
+        clean = self.explainer.clean_pass(x, self.batch_size)  # one clean pass serves every method
         for spec in methods:
             explanations.append(self.explainer.explain(
                 x, spec.method, spec.convention, targets=targets, batch_size=self.batch_size, seed=seed,
-                progress=progress, **dict(spec.options),
+                progress=progress, clean=clean, **dict(spec.options),
             ))
         first = explanations[0]
         x = np.ascontiguousarray(x if x.ndim == 4 else x[None], dtype=np.float32)

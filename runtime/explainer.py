@@ -73,20 +73,19 @@ class Explainer:
         noise: NoiseSource | None = None,
         progress: Progress | None = None,
         save_passes: bool = True,
+        clean: tuple[np.ndarray, np.ndarray] | None = None,
         **options: Any,
     ) -> Explanation:
         """Explain preprocessed images x (N, 3, H, W) float32 for ``targets`` (None: the predicted classes).
 
-        seed (or noise) fixes SS-CAM's draws; save_passes=False runs every pass the reference runs.
+        seed (or noise) fixes SS-CAM's draws; save_passes=False runs every pass the reference runs; clean is
+        :meth:`clean_pass` of the same x, to explain it with several methods for one clean pass.
         """
         started = time.perf_counter()
         conv = get_convention(method, convention, **options)
         x = self._check_images(x)
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
-        activations, logits = self._clean_pass(x, int(batch_size))
-        if not np.isfinite(activations).all() or not np.isfinite(logits).all():
-            raise InputError("x: the model gives non-finite activations or logits for this input")
+        batch_size = _check_batch_size(batch_size)
+        activations, logits = self._clean(x, batch_size) if clean is None else self._check_clean(clean, x)
         target = self._resolve_targets(targets, logits)
         source = noise if noise is not None else (SeededNoise(seed) if conv.noisy else None)
         plan = plan_jobs(activations, conv, save_passes)
@@ -94,12 +93,12 @@ class Explainer:
             from camrt.runtime.device_loop import explain_on_device
 
             weights, saliency, native = explain_on_device(
-                self.runner, conv, plan, activations, x, logits, target, int(batch_size), source, progress,  # type: ignore[arg-type]
+                self.runner, conv, plan, activations, x, logits, target, batch_size, source, progress,  # type: ignore[arg-type]
                 _score_rows, _weights,
             )
         else:
             weights, saliency, native = self._explain_on_host(
-                conv, plan, activations, x, logits, target, int(batch_size), source, progress
+                conv, plan, activations, x, logits, target, batch_size, source, progress
             )
         return Explanation(
             saliency=saliency,
@@ -136,6 +135,29 @@ class Explainer:
         from camrt.runtime.preprocess import load_batch
 
         return self.explain(load_batch(images, self.bundle.manifest.preprocessing), **kwargs)
+
+    def clean_pass(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Activations (N, K, h, w) and logits (N, classes) of images x, for explain(..., clean=) of each method."""
+        return self._clean(self._check_images(x), _check_batch_size(batch_size))
+
+    def _clean(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        activations, logits = self._clean_pass(x, batch_size)
+        if not np.isfinite(activations).all() or not np.isfinite(logits).all():
+            raise InputError("x: the model gives non-finite activations or logits for this input")
+        return activations, logits
+
+    def _check_clean(self, clean: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """clean= as given by clean_pass for these images, or a one-line error."""
+        n = x.shape[0]
+        shapes = ((n, *self.bundle.manifest.activation_shape), (n, self.bundle.manifest.num_classes))
+        try:
+            activations, logits = (np.asarray(a, dtype=np.float32) for a in clean)
+        except (TypeError, ValueError):
+            raise InputError("clean: expected (activations, logits) from Explainer.clean_pass") from None
+        if (activations.shape, logits.shape) != shapes:
+            raise InputError(f"clean: expected (activations, logits) of shapes {shapes[0]} and {shapes[1]} for these "
+                             f"images, got {activations.shape} and {logits.shape}")
+        return activations, logits
 
     def _clean_pass(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Activations (N, K, h, w) and logits (N, classes) of the clean images, batch_size images at a time."""
@@ -238,6 +260,12 @@ class Explainer:
             dup = np.flatnonzero((plan.rep[b] >= 0) & (plan.rep[b] != np.arange(k)))
             sums[b, dup] = sums[b, plan.rep[b, dup]]
         return sums / conv.samples
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
 def _score_rows(kind: str, logits: np.ndarray, target: np.ndarray, base: np.ndarray) -> np.ndarray:

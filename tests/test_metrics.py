@@ -240,12 +240,31 @@ def test_curves_share_the_passes_that_cannot_differ_and_stay_within_the_batch(mo
 
 
 # ---------------------------------------------------------------------------------------------- the evaluator
+class _CleanCounter(_CountingRunner):
+    """Counts the clean passes (features on the images); masked inputs go through logits."""
+
+    def __init__(self, runner) -> None:
+        super().__init__(runner)
+        self.clean = 0
+
+    def features(self, images):
+        self.clean += 1
+        return self.inner.features(images)
+
+
 def test_evaluator_records_every_method_metric_and_variant(model_and_explainer):
-    _, explainer = model_and_explainer
+    from camrt.runtime.explainer import Explainer
+
+    _, shared = model_and_explainer
+    counter = _CleanCounter(shared.runner)
+    explainer = Explainer(shared.bundle, backend=counter)
     evaluator = Evaluator(explainer, causal=("rise", "torchcam"), batch_size=32)
     specs = parse_methods("scorecam,scorecam:torchcam,scorecam++")
     x = images(2, _seed())
     result = evaluator.evaluate(x, specs)
+    assert counter.clean == 1  # one clean pass for the three methods
+    np.testing.assert_array_equal(result.explanations[2].saliency,
+                                  shared.explain(x, "scorecam++", batch_size=32).saliency)
     records = result.records()
     assert len(records) == 2
     entry = records[0]["methods"]["scorecam:torchcam"]
@@ -279,3 +298,12 @@ def test_parse_methods_scopes_options_and_rejects_mistakes():
     ]:
         with pytest.raises(InputError, match=needle):
             parse_methods(text, options)
+
+
+def test_explain_rejects_a_clean_pass_of_other_images(model_and_explainer):
+    from camrt.errors import InputError
+
+    _, explainer = model_and_explainer
+    clean = explainer.clean_pass(images(2, 1))
+    with pytest.raises(InputError, match=r"clean: expected \(activations, logits\) of shapes"):
+        explainer.explain(images(3, 1), clean=clean)

@@ -23,7 +23,7 @@ def get_convention(method: str, convention: str = "paper", **options: Any) -> Co
     factory = METHODS.get(method)
     if factory is None:
         raise InputError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    accepted = inspect.signature(factory).parameters
+    accepted = option_names(method)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise InputError(f"{unknown[0]}: not an option of {method} (its options: {', '.join(accepted) or 'none'})")
@@ -36,9 +36,14 @@ def get_convention(method: str, convention: str = "paper", **options: Any) -> Co
     return table[convention]
 
 
+def option_names(method: str) -> list[str]:
+    """The options ``method`` takes (its conventions factory's keyword arguments)."""
+    return list(inspect.signature(METHODS[method]).parameters)
+
+
 def list_conventions() -> dict[str, list[str]]:
     """Every method and the names of its conventions."""
     return {name: list(factory()) for name, factory in METHODS.items()}
 
 
-__all__ = ["METHODS", "Convention", "get_convention", "list_conventions"]
+__all__ = ["METHODS", "Convention", "get_convention", "list_conventions", "option_names"]
