@@ -176,14 +176,10 @@ def _load_done(out: Path, config: dict[str, Any], resume: bool) -> dict[str, dic
     from camrt.runtime.overlay import atomic_write
 
     records_path, run_path = out / RECORDS, out / RUN
-    if not resume:
-        if records_path.exists():
-            raise InputError(f"--out: {out} already has results ({RECORDS}); add --resume to continue them, "
-                             "or choose another folder")
-        payload = json.dumps({"camrt_version": __version__, **config}, indent=2) + "\n"
-        atomic_write(run_path, lambda handle: handle.write(payload.encode()))
-        return {}
-    if run_path.exists():
+    if not resume and records_path.exists():
+        raise InputError(f"--out: {out} already has results ({RECORDS}); add --resume to continue them, "
+                         "or choose another folder")
+    if resume and run_path.exists():
         previous = json.loads(run_path.read_text())
         changed = [k for k in config if previous.get(k) != config[k]]
         if changed:
@@ -193,7 +189,7 @@ def _load_done(out: Path, config: dict[str, Any], resume: bool) -> dict[str, dic
         payload = json.dumps({"camrt_version": __version__, **config}, indent=2) + "\n"
         atomic_write(run_path, lambda handle: handle.write(payload.encode()))
     done: dict[str, dict[str, Any]] = {}
-    if not records_path.exists():
+    if not resume or not records_path.exists():
         return done
     lines = records_path.read_bytes().split(b"\n")
     good = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,4 +95,21 @@ def tiny_bundle(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny")
     camrt.export(Tiny(seed=0).eval(), "features", out, input_shape=(3, SIZE, SIZE), model_name="tiny")
+    return out
+
+
+@pytest.fixture(scope="session")
+def named_bundle(tmp_path_factory) -> Path:
+    """A real bundle of a tiny random CNN (K=8 at 8x8, 5 classes named class0..class4), named tiny-cli."""
+    from camrt.exporter import export
+
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("features", nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+    ))
+    model.add_module("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)))
+    out = tmp_path_factory.mktemp("named") / "bundle"
+    export(model.eval(), "features", out, input_shape=(3, SIZE, SIZE), class_names=[f"class{i}" for i in range(5)],
+           model_name="tiny-cli")
     return out

@@ -21,26 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def bundle(tmp_path_factory) -> Path:
-    """A real bundle of a tiny random CNN (K=8 at 8x8, 5 classes): one explain is a handful of passes."""
-    torch = pytest.importorskip("torch")
-    try:
-        from camrt.exporter import export
-    except ImportError as exc:
-        pytest.skip(f"camrt.exporter.export is not importable ({exc})")
-    torch.manual_seed(0)
-    nn = torch.nn
-    model = nn.Sequential()
-    model.add_module("features", nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-    ))
-    model.add_module("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
-    out = tmp_path_factory.mktemp("cli") / "bundle"
-    try:
-        export(model.eval(), "features", out, input_shape=(3, SIZE, SIZE), class_names=NAMES, model_name="tiny-cli")
-    except Exception as exc:  # the exporter is another module's work: report, do not fail these tests
-        pytest.skip(f"camrt.exporter.export failed to build the test bundle ({type(exc).__name__}: {exc})")
-    return out
+def bundle(named_bundle) -> Path:
+    return named_bundle
 
 
 @pytest.fixture

@@ -18,22 +18,9 @@ NAMES = [f"class{i}" for i in range(CLASSES)]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(named_bundle) -> Path:
     """A tiny random CNN (K=8 at 8x8, 5 named classes) exported to a real bundle."""
-    import torch
-
-    from camrt.exporter import export
-
-    torch.manual_seed(1)
-    nn = torch.nn
-    model = nn.Sequential()
-    model.add_module("features", nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
-    ))
-    model.add_module("head", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, CLASSES)))
-    out = tmp_path_factory.mktemp("evaluate") / "bundle"
-    export(model.eval(), "features", out, input_shape=(3, SIZE, SIZE), class_names=NAMES, model_name="tiny-eval")
-    return out
+    return named_bundle
 
 
 def _photo(path: Path, seed: int) -> Path:
@@ -145,6 +132,8 @@ def test_target_label_uses_the_folder_names(bundle, image_folder, tmp_path, caps
     (["--confidence", "prob-half"], "confidence variant"),
     (["--causal", "lime"], "expected rise or torchcam"),
     (["--option", "num_samples=3"], "no method in --methods takes it"),
+    (["--overlays", "-1"], "--overlays: must be 0 or more"),
+    (["--target", "label", "--step", "0"], "--step"),
 ])
 def test_bad_arguments_give_one_line(bundle, image_folder, tmp_path, capsys, argv, needle):
     code, _, err = _run(["evaluate", bundle, image_folder, "--out", tmp_path / "o", *argv], capsys)
@@ -173,3 +162,13 @@ def test_label_index_accepts_indices_and_names(bundle):
 
     b = Bundle.load(bundle)
     assert [label_index(v, b) for v in ("3", "class2", "CLASS1", "cat", "7", None)] == [3, 2, 1, None, None, None]
+
+
+def test_a_bad_csv_names_itself(bundle, tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("\n")
+    (tmp_path / "holes.csv").write_text("path,label\na.png,1\n,2\n")
+    for name, needle in (("empty.csv", "empty.csv: the CSV has no rows"),
+                         ("holes.csv", "holes.csv: line 3 has no image path")):
+        code, _, err = _run(["evaluate", bundle, tmp_path / name, "--out", tmp_path / "o"], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and needle in lines[0], err

@@ -221,8 +221,9 @@ def causal_curves(
                 np.multiply(flat_x[b], ~changed, out=flat_buffer[j])
             elif flat_sub is None:  # insertion from zeros: the changed pixels are the original ones
                 np.multiply(flat_x[b], changed, out=flat_buffer[j])
-            else:
-                np.copyto(flat_buffer[j], np.where(changed, flat_x[b], flat_sub[b]))
+            else:  # insertion from the blur: the changed pixels are the original ones
+                np.copyto(flat_buffer[j], flat_sub[b])
+                np.copyto(flat_buffer[j], flat_x[b], where=changed)
 
     if interior > 0:
         job_classes = np.tile(np.repeat(classes, per_map), m)
