@@ -63,20 +63,21 @@ def _from_csv(path: Path) -> list[Item]:
     """Rows of path[,label]; a header row naming a path column is optional; relative paths are from the CSV."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+            reader = csv.reader(handle)
+            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read this CSV ({exc})") from None
     if not rows:
         raise InputError(f"{path}: the CSV has no rows")
     column, label_column = 0, 1
-    header = [cell.strip().lower() for cell in rows[0]]
+    header = [cell.strip().lower() for cell in rows[0][1]]
     has_header = any(name in header for name in _PATH_HEADERS)
     if has_header:
         column = next(header.index(n) for n in _PATH_HEADERS if n in header)
         label_column = header.index("label") if "label" in header else (1 if column == 0 and len(header) > 1 else -1)
         rows = rows[1:]
     items = []
-    for number, row in enumerate(rows, start=2 if has_header else 1):
+    for number, row in rows:
         if column >= len(row) or not row[column].strip():
             raise InputError(f"{path}: line {number} has no image path")
         file = Path(row[column].strip())

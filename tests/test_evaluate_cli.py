@@ -166,9 +166,9 @@ def test_label_index_accepts_indices_and_names(bundle):
 
 def test_a_bad_csv_names_itself(bundle, tmp_path, capsys):
     (tmp_path / "empty.csv").write_text("\n")
-    (tmp_path / "holes.csv").write_text("path,label\na.png,1\n,2\n")
+    (tmp_path / "holes.csv").write_text("path,label\n\na.png,1\n,2\n")  # a blank line still counts
     for name, needle in (("empty.csv", "empty.csv: the CSV has no rows"),
-                         ("holes.csv", "holes.csv: line 3 has no image path")):
+                         ("holes.csv", "holes.csv: line 4 has no image path")):
         code, _, err = _run(["evaluate", bundle, tmp_path / name, "--out", tmp_path / "o"], capsys)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and needle in lines[0], err
