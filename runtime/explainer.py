@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 
 from camrt.errors import CamrtError, InputError
-from camrt.kernels.masks import add_range_scaled_noise, masked_inputs
 from camrt.runtime.backends import make_runner
 from camrt.runtime.backends.base import Runner
 from camrt.runtime.backends.device import is_device_runner
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.combine import combine
+from camrt.runtime.masked_passes import MaskedPasses
 from camrt.runtime.methods import get_convention
 from camrt.runtime.methods.base import Convention
 from camrt.runtime.noise import NoiseSource, SeededNoise
@@ -229,27 +229,9 @@ class Explainer:
             for b in range(n):
                 sums[b, plan.rep[b] == ZERO] = zero_scores[b] * conv.samples
             done += 1
-        chunk = min(batch_size, max(plan.jobs, 1))
-        buffer = np.empty((chunk, c, height, width), dtype=np.float32)
-        mask_buffer = np.empty((chunk, height, width), dtype=np.float32)
-        mask_noise = np.empty((chunk, height, width), np.float32) if conv.noise == "mask" else None
-        input_noise = np.empty((chunk, c, height, width), np.float32) if conv.noise == "input-range" else None
-        coeffs = np.asarray(conv.coefficients, dtype=np.float32) if conv.coefficients else None
-        for bi, ki, si in plan.chunks(chunk):
-            if mask_noise is not None and noise is not None:
-                for j, (b, kk, s) in enumerate(zip(bi.tolist(), ki.tolist(), si.tolist())):
-                    mask_noise[j] = noise.normal(b, s, kk, (height, width))
-                mask_noise[: bi.size] *= np.float32(conv.noise_std)
-            view = masked_inputs(
-                activations, x, bi, ki, conv.mask, buffer,
-                scale=None if coeffs is None else coeffs[si],
-                mask_noise=mask_noise, mask_buffer=mask_buffer,
-            )
-            if input_noise is not None and noise is not None:
-                for j, (b, kk, s) in enumerate(zip(bi.tolist(), ki.tolist(), si.tolist())):
-                    input_noise[j] = noise.normal(b, s, kk, (c, height, width))
-                add_range_scaled_noise(view, input_noise, conv.noise_std)
-            out = np.asarray(self.runner.logits(view))
+        passes = MaskedPasses(self.runner, conv, min(batch_size, max(plan.jobs, 1)), (c, height, width))
+        for bi, ki, si in plan.chunks(passes.buffer.shape[0]):
+            out = passes.logits(activations, x, bi, ki, si, noise)
             if not np.isfinite(out).all():
                 raise CamrtError("the model gave non-finite logits for a masked input")
             np.add.at(sums, (bi, ki), _score_rows(conv.score, out, target[bi], base[bi]))

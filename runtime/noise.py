@@ -32,3 +32,15 @@ class ArrayNoise:
 
     def normal(self, image: int, sample: int, channel: int, shape: tuple[int, ...]) -> np.ndarray:
         return np.asarray(self.draws[image, sample, channel], dtype=np.float32).reshape(shape)
+
+
+class RemappedNoise:
+    """``source``'s draws under other image numbers: image b draws as ``ids[b]`` (read at each call, so the ids
+    may change). A dataset stream keys SS-CAM's noise by each image's place in the dataset, not by its slot."""
+
+    def __init__(self, source: NoiseSource, ids: np.ndarray) -> None:
+        self.source, self.ids = source, ids
+        self.seed = getattr(source, "seed", None)
+
+    def normal(self, image: int, sample: int, channel: int, shape: tuple[int, ...]) -> np.ndarray:
+        return self.source.normal(int(self.ids[image]), sample, channel, shape)

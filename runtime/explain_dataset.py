@@ -1,0 +1,183 @@
+"""``explain_dataset``: explain every image of a dataset into float16 .npz shards and an index, resumably.
+
+Images are decoded ahead in threads (``prefetch``), explained with masked inputs batched across images
+(``stream``), optionally scored by the metrics, and committed a shard at a time (``shards``). A crash or Ctrl-C
+loses at most the shard being collected; ``resume=True`` skips every image with a committed row. The same
+pipeline runs on Ray Data with ``engine="ray"`` (``ray_engine``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camrt._version import __version__
+from camrt.errors import InputError
+from camrt.runtime.dataset import Item, discover
+from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
+from camrt.runtime.explainer import Explainer
+from camrt.runtime.overlay import atomic_write
+from camrt.runtime.prefetch import decode_ahead
+from camrt.runtime.shards import INDEX, SHARDS, ShardWriter
+
+RUN = "run.json"
+SUMMARY = "summary.json"
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class DatasetRun:
+    """What one call did: counts, time and passes of this run; the rows are in ``out``/index.csv."""
+
+    out: Path
+    total: int  # images in DATA (after limit)
+    skipped_done: int  # images with a committed row before this run (--resume)
+    explained: int = 0  # images explained in this run
+    failed: int = 0  # bad images met in this run (listed in the index with their error)
+    seconds: float = 0.0
+    passes: int = 0  # masked-input passes of this run (explanations; metrics not counted)
+    engine: str = "local"
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, error) of this run's bad images
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.explained + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"camrt_version": __version__, "total": self.total, "skipped_done": self.skipped_done,
+                "explained": self.explained, "failed": self.failed, "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 4), "passes": self.passes,
+                "engine": self.engine, "errors": [{"path": p, "error": e} for p, e in self.errors]}
+
+
+def explain_dataset(
+    bundle: str | Path | Explainer,
+    data: str | Path,
+    out: str | Path,
+    method: str = "scorecam",
+    convention: str = "paper",
+    *,
+    options: dict[str, Any] | None = None,
+    target: str | int = "predicted",
+    batch_size: int = 64,
+    shard_size: int = 256,
+    seed: int | None = 0,
+    save_passes: bool = True,
+    confidence: tuple[str, ...] | list[str] = (),
+    causal: tuple[str, ...] | list[str] = (),
+    step: int | None = None,
+    resume: bool = False,
+    workers: int = 2,
+    limit: int | None = None,
+    engine: str = "local",
+    backend: str = "onnxruntime",
+    backend_options: dict[str, Any] | None = None,
+    ray_options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> DatasetRun:
+    """Explain the images of ``data`` (a folder tree, a CSV of path[,label], or a glob) into ``out``.
+
+    target: ``predicted``, ``label`` (the folder or CSV label) or a class index. confidence / causal: metric
+    variants to compute per image in the same run (see ``camrt evaluate``). engine ``ray`` runs on Ray Data.
+    """
+    spec = DatasetSpec(method, convention, tuple(sorted((options or {}).items())), target, batch_size, seed,
+                       save_passes, tuple(confidence), tuple(causal), step)
+    spec.check()
+    if engine not in ENGINES:
+        raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise InputError(f"shard_size: must be a positive integer, got {shard_size!r}")
+    explainer = bundle if isinstance(bundle, Explainer) else None
+    if explainer is None and engine == "local":
+        explainer = Explainer(Path(bundle), backend=backend, **(backend_options or {}))  # type: ignore[arg-type]
+    bundle_root = explainer.bundle.root if explainer is not None else Path(bundle)  # type: ignore[arg-type]
+    items = [Item(Path(os.path.abspath(i.path)), i.label) for i in discover(data)[:limit]]  # resume: one key
+    out = _prepare(Path(out), _config(bundle_root, spec), resume)
+    writer = ShardWriter(out, shard_size)
+    done = writer.done_paths
+    todo = [(index, item) for index, item in enumerate(items) if str(item.path) not in done]
+    run = DatasetRun(out, len(items), len(items) - len(todo), engine=engine)
+    started = time.perf_counter()
+    bar = _bar(len(todo), run.skipped_done, progress)
+    try:
+        if engine == "ray":
+            from camrt.runtime.ray_engine import run_on_ray
+
+            records: Iterator[Record] = run_on_ray(bundle_root, spec, todo, backend, backend_options or {},
+                                                   workers, ray_options or {})
+        else:
+            worker = DatasetWorker(explainer, spec)  # type: ignore[arg-type]
+            pre = worker.bundle.manifest.preprocessing
+            decoded = decode_ahead(((i, item.path, item.label) for i, item in todo), pre, workers)
+            records = worker.process(decoded)
+        for record in records:
+            _count(run, record)
+            writer.add(record.row, record.saliency, record.weights)
+            bar.update(1)
+            if record.row["status"] != "ok":
+                bar.write(f"camrt: warning: {record.row['error']}; skipped", file=sys.stderr)
+    finally:  # Ctrl-C or an engine error: what is finished is committed, nothing half-written stays
+        bar.close()
+        writer.commit()
+        writer.write_index()
+        run.seconds = time.perf_counter() - started
+        payload = (json.dumps(run.summary(), indent=2) + "\n").encode()
+        atomic_write(out / SUMMARY, lambda handle: handle.write(payload))
+    return run
+
+
+def _count(run: DatasetRun, record: Record) -> None:
+    row = record.row
+    if row["status"] == "ok":
+        run.explained += 1
+        run.passes += int(row["passes"])
+    else:
+        run.failed += 1
+        run.errors.append((row["path"], row["error"]))
+
+
+def _config(bundle_root: Path, spec: DatasetSpec) -> dict[str, Any]:
+    """What makes two runs' rows comparable: the bundle's files and the spec."""
+    from camrt.runtime.bundle import Bundle
+
+    files = json.dumps(Bundle.load(bundle_root).manifest.files, sort_keys=True).encode()
+    return {"bundle_sha256": hashlib.sha256(files).hexdigest(), **spec.config()}
+
+
+def _prepare(out: Path, config: dict[str, Any], resume: bool) -> Path:
+    """Create ``out``, or check it holds a run with the same settings (resume), or refuse to mix two runs."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a directory")
+    run_path = out / RUN
+    has_results = run_path.exists() or (out / INDEX).exists() or any((out / SHARDS).glob("shard-*"))
+    if has_results and not resume:
+        raise InputError(f"--out: {out} already has results; add --resume to continue them, or choose another folder")
+    if resume and run_path.exists():
+        try:
+            previous = json.loads(run_path.read_text())
+        except ValueError:
+            raise InputError(f"--resume: {run_path} is not valid JSON") from None
+        changed = [k for k in config if previous.get(k) != json.loads(json.dumps(config[k]))]
+        if changed:
+            raise InputError(f"--resume: {out} was made with other settings ({', '.join(changed)}); "
+                             "use the same ones or another --out")
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    payload = (json.dumps({"camrt_version": __version__, **config}, indent=2) + "\n").encode()
+    atomic_write(run_path, lambda handle: handle.write(payload))
+    return out
+
+
+def _bar(total: int, initial_done: int, enabled: bool) -> Any:
+    """tqdm over this run's images: images/s and the ETA (off when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr, disable=None if enabled else True, dynamic_ncols=True,
+                desc="explain" if not initial_done else f"explain ({initial_done} done before)", smoothing=0.1)
