@@ -33,6 +33,7 @@ setup(
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
         "plots": ["matplotlib>=3.5"],  # camrt evaluate's curve plots
+        "ray": ["ray[data]>=2.40"],  # camrt explain-dataset --engine ray
         "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13"],  # never with the cpu extra (two onnxruntimes)
         "tensorrt": ["tensorrt-cu12>=10", "cupy-cuda12x>=13", "onnx>=1.15"],  # onnx: FP16 graphs for TensorRT 11
         "torch": ["torch>=2.1", "torchvision>=0.16", "onnx>=1.15", "onnxscript>=0.1"],

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,11 +81,13 @@ def explain_dataset(
     backend_options: dict[str, Any] | None = None,
     ray_options: dict[str, Any] | None = None,
     progress: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> DatasetRun:
     """Explain the images of ``data`` (a folder tree, a CSV of path[,label], or a glob) into ``out``.
 
     target: ``predicted``, ``label`` (the folder or CSV label) or a class index. confidence / causal: metric
     variants to compute per image in the same run (see ``camrt evaluate``). engine ``ray`` runs on Ray Data.
+    on_record is called with each image's index row as it is written (ok or error).
     """
     spec = DatasetSpec(method, convention, tuple(sorted((options or {}).items())), target, batch_size, seed,
                        save_passes, tuple(confidence), tuple(causal), step)
@@ -121,6 +123,8 @@ def explain_dataset(
             _count(run, record)
             writer.add(record.row, record.saliency, record.weights)
             bar.update(1)
+            if on_record is not None:
+                on_record(record.row)
             if record.row["status"] != "ok":
                 bar.write(f"camrt: warning: {record.row['error']}; skipped", file=sys.stderr)
     finally:  # Ctrl-C or an engine error: what is finished is committed, nothing half-written stays
