@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(func=_cmd_info)
 
-    from camrt import cli_evaluate  # imported here: it uses this module's helpers
+    from camrt import cli_dataset, cli_evaluate  # imported here: they use this module's helpers
 
     cli_evaluate.add_parser(sub, [debug])
+    cli_dataset.add_parser(sub, [debug])
     return parser
 
 

@@ -57,9 +57,11 @@ class DatasetSpec:
         return bool(self.confidence or self.causal)
 
     def config(self) -> dict[str, Any]:
-        """The settings that make two runs' rows comparable (--resume refuses to mix others)."""
+        """The settings that make two runs' rows comparable (--resume refuses to mix others). The batch size and
+        pass saving are left out: they change no result, so a run may resume on another machine with another batch."""
         values = asdict(self)
         values["options"] = dict(self.options)
+        del values["batch_size"], values["save_passes"]
         return values
 
 

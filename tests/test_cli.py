@@ -206,6 +206,10 @@ def test_subprocess_explain_and_info_without_torch(bundle, photos, tmp_path) -> 
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ev" / "summary.md").is_file() and (tmp_path / "ev" / "curves-rise.png").is_file()
+    result = subprocess.run([*run, "explain-dataset", str(bundle), str(photos), "--out", "ds", "--threads", "1", "-q",
+                             "--metrics"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ds" / "index.csv").is_file() and (tmp_path / "ds" / "shards" / "shard-000000.npz").is_file()
     result = subprocess.run([*run, "export", "resnet18", "--out", "b"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2
