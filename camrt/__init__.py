@@ -12,12 +12,15 @@ from camrt._version import __version__
 from camrt.errors import BundleError, CamrtError, ExportError, InputError
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.evaluate import Evaluation, Evaluator, MethodSpec, parse_methods
+from camrt.runtime.explain_dataset import DatasetRun, explain_dataset
 from camrt.runtime.explainer import Explainer, Explanation
+from camrt.runtime.shards import load_maps, read_index
 
 __all__ = [
     "Bundle",
     "BundleError",
     "CamrtError",
+    "DatasetRun",
     "Evaluation",
     "Evaluator",
     "Explainer",
@@ -26,8 +29,11 @@ __all__ = [
     "InputError",
     "MethodSpec",
     "__version__",
+    "explain_dataset",
     "export",
+    "load_maps",
     "parse_methods",
+    "read_index",
 ]
 
 
