@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,14 +27,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.models import CACHE, MODELS, SEED, bundle_path
-from benchmarks.worker import rss_mb
+from benchmarks.worker import engine_seconds, machine, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -176,13 +174,10 @@ class EngineCalls:
 
 
 def engine_rate(logits: Logits, image: np.ndarray, batch_size: int, batches: int) -> dict[str, float]:
-    """Images/s of the bare engine: ``batches`` calls on a batch of ``batch_size`` built before the clock starts."""
-    batch = np.ascontiguousarray(np.repeat(image[None] * np.float32(0.5), batch_size, axis=0))
-    start = time.perf_counter()
-    for _ in range(batches):
-        logits(batch)
-    seconds = time.perf_counter() - start
-    return {"images_per_second": batches * batch_size / seconds, "seconds": seconds, "passes": batches * batch_size}
+    """Images/s of the bare engine over ``batches`` full batches of ``batch_size`` (``worker.engine_seconds``)."""
+    timed = engine_seconds(logits, image, batches * batch_size, batch_size, 0)
+    return {"images_per_second": timed["passes"] / timed["seconds"], "seconds": timed["seconds"],
+            "passes": timed["passes"]}
 
 
 def load_average() -> list[float]:
@@ -322,13 +317,6 @@ def child(job_file: Path) -> None:
     job = json.loads(job_file.read_text())
     result = throughput_part(job) if job["part"] == "throughput" else memory_part(job)
     Path(job["result"]).write_text(json.dumps(result))
-
-
-def machine(threads: int) -> str:
-    """One line: architecture, cores, threads used, Python and the engine's version."""
-    return (f"{platform.machine()}, {os.cpu_count()} cores ({threads} threads used), Python "
-            f"{platform.python_version()}, onnxruntime {metadata.version('onnxruntime')}, "
-            f"camrt {metadata.version('camrt')}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

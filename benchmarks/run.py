@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import numpy as np
 
 from benchmarks.models import CACHE, MEMORY_REFERENCE, MODELS, ModelSpec, bundle_path, images, targets, torchcam_noise
 from benchmarks.suite import Case, Preset, Row, rows_for
+from benchmarks.worker import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY_MARGIN_MB = 100.0  # a fixed margin; K masked inputs at once would be 2048 x 0.6 MB = 1.2 GB at K = 2048
@@ -255,7 +255,7 @@ def run_bench(preset: Preset, cases: list[Case], models: dict[str, ModelSpec] | 
     cache.mkdir(parents=True, exist_ok=True)
     runner = Runner(cache, threads, preset.engine_batches, log)
     started = time.perf_counter()
-    result: dict[str, Any] = {"machine": _machine(threads), "preset": preset.description, "rows": [],
+    result: dict[str, Any] = {"machine": machine(threads), "preset": preset.description, "rows": [],
                               "backends": {}}
     kept = {_case_key(r) for r in done or []}
     for case in cases:
@@ -304,15 +304,3 @@ def summary(rows: list[dict]) -> dict:
             "camrt_onnxruntime_efficiency": {"min": min(efficiency, default=float("nan")),
                                              "median": statistics.median(efficiency) if efficiency else float("nan")}}
 
-
-def _machine(threads: int) -> str:
-    import onnxruntime
-
-    try:
-        import torch
-
-        versions = f"torch {torch.__version__}, "
-    except ImportError:
-        versions = ""
-    return (f"{platform.machine()}, {os.cpu_count()} cores ({threads} threads used), Python "
-            f"{platform.python_version()}, {versions}onnxruntime {onnxruntime.__version__}")

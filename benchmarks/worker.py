@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,19 @@ def rss_mb(field: str = "VmHWM") -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
+
+
+def machine(threads: int) -> str:
+    """One line: architecture, cores, threads used, Python and the installed torch, onnxruntime and camrt versions
+    (read from the package metadata, so torch is not imported)."""
+    versions = []
+    for package in ("torch", "onnxruntime", "camrt"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return (f"{platform.machine()}, {os.cpu_count()} cores ({threads} threads used), Python "
+            f"{platform.python_version()}, {', '.join(versions)}")
 
 
 def engine_seconds(logits: Logits, image: np.ndarray, passes: int, batch_size: int, max_batches: int) -> dict:

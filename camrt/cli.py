@@ -20,7 +20,7 @@ import numpy as np
 
 from camrt._version import __version__
 from camrt.errors import BundleError, CamrtError, InputError
-from camrt.runtime.backends import BACKENDS, GPU_BACKENDS
+from camrt.runtime.backends import BACKENDS, on_gpu
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.dataset import images_in
 from camrt.runtime.methods import METHODS, get_convention, list_conventions
@@ -363,15 +363,15 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     """--threads, --device and --precision as the chosen backend's keyword arguments."""
-    on_gpu = args.backend in GPU_BACKENDS or (args.device or "cpu") != "cpu"
+    gpu = on_gpu(args.backend, args.device)
     options: dict[str, Any] = {} if args.device is None else {"device": args.device}
     if args.threads:
-        if on_gpu:
+        if gpu:
             raise InputError("--threads: a CPU option; the GPU backends have none")
         options["intra_op_threads" if args.backend == "onnxruntime" else "threads"] = args.threads
     if args.precision == "fp32":
         return options
-    if not on_gpu:
+    if not gpu:
         raise InputError(f"--precision {args.precision}: a GPU option; add --device cuda")
     if args.backend in ("torch", "tensorrt") and (args.precision == "fp16" or args.backend == "torch"):
         return {**options, "precision": args.precision}

@@ -68,7 +68,7 @@ class Manifest:
             )
         try:
             pre = Preprocessing(**{**data["preprocessing"], "crop": tuple(data["preprocessing"]["crop"])})
-            return cls(
+            manifest = cls(
                 model_name=str(data["model_name"]),
                 target_layer=str(data["target_layer"]),
                 input_shape=_triple(data["input_shape"]),
@@ -83,8 +83,13 @@ class Manifest:
                 camrt_version=str(data.get("camrt_version", "?")),
                 format_version=version,
             )
+            crop = tuple(int(v) for v in pre.crop)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: manifest is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+        if crop != manifest.input_shape[1:]:  # a photo must preprocess to exactly the model's input
+            raise BundleError(f"{where}: preprocessing crops to {' x '.join(map(str, crop))}, the model input is "
+                              f"{manifest.input_shape[1]} x {manifest.input_shape[2]}")
+        return manifest
 
 
 def _triple(value: Any) -> tuple[int, int, int]:

@@ -48,7 +48,7 @@ import numpy as np
 
 import camrt.errors
 from camrt.errors import CamrtError
-from camrt.runtime.backends import BACKENDS
+from camrt.runtime.backends import check_backend, on_gpu
 from camrt.runtime.bundle import Bundle, Preprocessing
 from camrt.runtime.dataset import Item
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
@@ -78,11 +78,10 @@ def run_on_ray(
         raise CamrtError(f"ray_options: unknown {', '.join(unknown)}; expected some of {', '.join(RAY_OPTIONS)}")
     if not todo:
         return
-    if backend not in BACKENDS:
-        raise CamrtError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)  # here, before Ray starts; the actors build the runner
     ray = _import_ray()
     manifest = Bundle.load(bundle_root).manifest
-    gpu = uses_gpu(backend, backend_options)
+    gpu = on_gpu(backend, backend_options.get("device"))
     started_here = not ray.is_initialized()
     if started_here:
         _start(ray, ray_options)
@@ -118,11 +117,6 @@ def run_on_ray(
             ray.shutdown()
 
 
-def uses_gpu(backend: str, backend_options: dict[str, Any]) -> bool:
-    """True when the backend runs on a GPU: the actors then reserve one GPU each."""
-    return backend not in ("onnxruntime", "torch") or str(backend_options.get("device") or "cpu") != "cpu"
-
-
 # ---------------------------------------------------------------------------------------------- the stages
 def _decode_batch(batch: dict[str, np.ndarray], pre: Preprocessing, shape: tuple[int, int, int]) -> dict[str, Any]:
     """Decode and preprocess a batch of rows (a Ray task): bad files give zeros and their one-line error."""
@@ -132,10 +126,8 @@ def _decode_batch(batch: dict[str, np.ndarray], pre: Preprocessing, shape: tuple
     for i in range(n):
         path = Path(str(batch["path"][i]))
         item = decode(int(batch["index"][i]), path, str(batch["label"][i]) or None, pre)
-        if item.error is None and item.x is not None and item.x.shape != shape:  # the stream's own wording
-            item.error = f"{path}: expected an input of shape {shape}, got {item.x.shape}"
-        if item.error is None:
-            x[i] = item.x
+        if item.x is not None:
+            x[i] = item.x  # (3, crop) = the input shape: Bundle.load checks the manifest for it
         errors.append(item.error or "")
     return {"index": np.asarray(batch["index"], np.int64), "path": np.asarray(batch["path"]),
             "label": np.asarray(batch["label"]), "x": x, "error": np.asarray(errors, dtype=object)}
@@ -197,7 +189,7 @@ def _records(batch: dict[str, np.ndarray]) -> Iterator[Record]:
             error = getattr(camrt.errors, kind, None)
             raise (error if isinstance(error, type) and issubclass(error, CamrtError) else CamrtError)(message)
         row = json.loads(str(batch["row"][j]))
-        if batch["has_map"][j]:
+        if batch["has_map"][j]:  # copies: the writer keeps maps until its shard is full; views would pin Ray's batch
             yield Record(row, np.array(batch["saliency"][j], np.float16), np.array(batch["weights"][j], np.float32))
         else:
             yield Record(row)

@@ -105,6 +105,8 @@ def test_ray_resume_does_each_image_once(named_bundle, folder, tmp_path) -> None
 def test_ray_errors_are_one_line(named_bundle, folder, tmp_path) -> None:
     with pytest.raises(CamrtError, match="^ray_options: unknown nodes;"):
         explain_dataset(named_bundle, folder, tmp_path / "a", engine="ray", progress=False, ray_options={"nodes": 2})
+    with pytest.raises(CamrtError, match="^backend: unknown backend 'tensorflow';"):  # before Ray starts
+        explain_dataset(named_bundle, folder, tmp_path / "c", engine="ray", progress=False, backend="tensorflow")
     with pytest.raises(CamrtError, match="^graph_optimization must be one of") as caught:  # raised on the actor
         explain_dataset(named_bundle, folder, tmp_path / "b", engine="ray", progress=False, ray_options=RAY_OPTIONS,
                         backend_options={"graph_optimization": "fastest"})

@@ -195,6 +195,12 @@ def test_bad_bundles(tiny_bundle, tmp_path):
     (incomplete / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="activation_shape"):
         Bundle.load(incomplete)
+    miscropped = _copy(tiny_bundle, tmp_path / "miscropped")
+    data = json.loads((miscropped / "manifest.json").read_text())
+    data["preprocessing"]["crop"] = [data["input_shape"][1] + 8, data["input_shape"][2]]
+    (miscropped / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"miscropped/manifest.json: preprocessing crops to \d+ x \d+, the model"):
+        Bundle.load(miscropped)
     garbage = _copy(tiny_bundle, tmp_path / "garbage_onnx")
     (garbage / "head.onnx").write_bytes(b"not an onnx file")
     data = json.loads((garbage / "manifest.json").read_text())

@@ -20,11 +20,23 @@ def device_id(device: str) -> int:
     return int(index or 0)
 
 
+def check_backend(name: str) -> None:
+    """A one-line error unless ``name`` is one of BACKENDS."""
+    if name not in BACKENDS:
+        raise CamrtError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def on_gpu(name: str, device: str | None) -> bool:
+    """True when backend ``name`` with ``device`` (None: its default) runs on a GPU."""
+    return name in GPU_BACKENDS or (device or "cpu") != "cpu"
+
+
 def make_runner(name: str, bundle: Bundle, **options: Any) -> Runner:
     """The runner called ``name`` for ``bundle``; unknown names and missing packages give one-line errors.
 
     ``device="cuda"`` (or "cuda:N") puts onnxruntime and torch on the GPU; the GPU backends need no device option.
     """
+    check_backend(name)
     device = str(options.pop("device", None) or ("cuda" if name in GPU_BACKENDS else "cpu"))
     if device != "cpu" and not device.startswith("cuda"):
         raise CamrtError(f"device: expected cpu, cuda or cuda:N, got {device!r}")
@@ -47,7 +59,7 @@ def make_runner(name: str, bundle: Bundle, **options: Any) -> Runner:
         from camrt.runtime.backends.torch import TorchRunner
 
         return TorchRunner.from_bundle(bundle, device=device, **options)
-    raise CamrtError(f"backend: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    raise AssertionError(name)  # check_backend let through a name no branch handles
 
 
-__all__ = ["BACKENDS", "GPU_BACKENDS", "Runner", "device_id", "make_runner"]
+__all__ = ["BACKENDS", "GPU_BACKENDS", "Runner", "check_backend", "device_id", "make_runner", "on_gpu"]
