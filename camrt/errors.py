@@ -17,3 +17,14 @@ class ExportError(CamrtError):
 
 class InputError(CamrtError):
     """Bad user input: an unreadable image, a wrong shape, a class index out of range, NaNs."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what one-line errors quote."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's whole message on one line (whitespace runs collapsed): what the CLI prints."""
+    return " ".join(str(exc).split()) or type(exc).__name__

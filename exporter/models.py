@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from camrt.errors import ExportError
-from camrt.exporter.split import first_line
+from camrt.errors import ExportError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

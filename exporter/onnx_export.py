@@ -22,8 +22,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from camrt.errors import ExportError
-from camrt.exporter.split import example_input, first_line
+from camrt.errors import ExportError, first_line
+from camrt.exporter.split import example_input
 
 MIN_OPSET = 13
 MAX_OPSET = 23  # the newest opset the dynamo exporter writes (torch 2.9+)

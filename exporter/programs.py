@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from camrt.errors import first_line
 from camrt.runtime.backends.torch import FEATURES_PT2, HEAD_PT2
 
 
@@ -27,8 +28,7 @@ def save_programs(
     except Exception as exc:  # torch.export raises many kinds; the ONNX bundle is complete without these
         for name in written:
             (root / name).unlink(missing_ok=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        warnings.warn(f"no PyTorch programs in the bundle (torch.export failed: {first}); "
+        warnings.warn(f"no PyTorch programs in the bundle (torch.export failed: {first_line(exc)}); "
                       "backend 'torch' will not load it", stacklevel=3)
         return []
     return written

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from camrt.errors import ExportError
+from camrt.errors import ExportError, first_line
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE
 
 # Modules that only resample or pass on the previous layer's output; never picked as the default layer.
@@ -337,9 +337,3 @@ def verify_split(
             "the model may be random or stateful at inference"
         )
     return tuple(activations.shape), diff
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception message, for one-line errors."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"

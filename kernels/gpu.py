@@ -9,14 +9,13 @@ CuPy is imported only by :func:`cuda_kernels`; a missing package, GPU or driver 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from camrt.errors import CamrtError
+from camrt.errors import CamrtError, first_line
 from camrt.kernels.masks import GATES, MaskSpec
 
 SOURCE_DIR = Path(__file__).parent / "cuda"
@@ -47,17 +46,6 @@ def resize_scale(in_size: int, out_size: int, align_corners: bool) -> float:
     if align_corners:
         return float(np.float32((in_size - 1) / (out_size - 1))) if out_size > 1 else 0.0
     return float(np.float32(in_size / out_size))
-
-
-@dataclass
-class JobTable:
-    """A plan's jobs as device arrays, so chunks are decoded on the device (no per-chunk upload)."""
-
-    prefix: Any  # (N + 1,) int64: first job of each image
-    offsets: Any  # (N,) int64: where each image's channels start in ``channels``
-    channels: Any  # (sum of unique channels,) int32
-    samples: int
-    jobs: int
 
 
 class CudaKernels:
@@ -121,28 +109,10 @@ class CudaKernels:
         self.launch(name, n, self.threads, args)
         return view
 
-    # ------------------------------------------------------------------ jobs and scores, on the device
-    def job_table(self, unique: Sequence[np.ndarray], samples: int) -> JobTable:
-        """The device arrays that :meth:`decode_jobs` reads, for per-image channel lists and sample count."""
-        xp = self.xp
-        sizes = np.array([u.size for u in unique], dtype=np.int64)
-        prefix = np.concatenate(([0], np.cumsum(sizes * samples))).astype(np.int64)
-        offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-        channels = np.concatenate([*unique, np.zeros(1, np.int64)]).astype(np.int32)  # never empty
-        return JobTable(xp.asarray(prefix), xp.asarray(offsets), xp.asarray(channels), samples, int(prefix[-1]))
-
-    def decode_jobs(self, table: JobTable, start: int, n: int, image_idx: Any, channel_idx: Any,
-                    sample_idx: Any) -> None:
-        """Fill the first n entries of the int32 index arrays with jobs start .. start + n (plan order)."""
-        blocks = -(-n // self.threads)
-        self.launch("decode_jobs", blocks, self.threads, [
-            np.int64(start), np.int32(n), table.prefix, table.offsets, table.channels,
-            np.int32(table.prefix.shape[0] - 1), np.int32(table.samples), image_idx, channel_idx, sample_idx,
-        ])
-
+    # ------------------------------------------------------------------ scores, on the device
     def accumulate_scores(self, logits: Any, image_idx: Any, channel_idx: Any, target: Any, base: Any, kind: str,
                           sums: Any, bad: Any) -> None:
-        """sums[b, k] += each row's score (softmax probability, logit or logit - clean logit); bad[0] = 1 on NaN/inf."""
+        """sums[b, k] += each row's score (softmax probability, logit or logit - clean logit); bad[b] = 1 on NaN/inf."""
         n, classes = logits.shape
         if n == 0:
             return
@@ -227,19 +197,14 @@ def import_cupy() -> Any:
     except ImportError:
         raise CamrtError("the GPU path needs CuPy: pip install camrt[gpu] (cupy-cuda12x or cupy-cuda13x)") from None
     except Exception as exc:  # a broken CUDA install raises at import
-        raise CamrtError(f"CuPy cannot load CUDA ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise CamrtError(f"CuPy cannot load CUDA ({type(exc).__name__}: {first_line(exc)})") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, driver too old, no device
-        raise CamrtError(f"no usable CUDA GPU: the NVIDIA driver or device is missing ({_first_line(exc)})") from None
+        raise CamrtError(f"no usable CUDA GPU: the NVIDIA driver or device is missing ({first_line(exc)})") from None
     if count < 1:
         raise CamrtError("no CUDA GPU found (CuPy sees 0 devices)")
     return cupy
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def kernel_source() -> str:

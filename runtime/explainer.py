@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,16 +11,22 @@ from typing import Any
 import numpy as np
 
 from camrt.errors import CamrtError, InputError
-from camrt.runtime.backends import make_runner
+from camrt.runtime.backends import close_runner, make_runner
 from camrt.runtime.backends.base import Runner
-from camrt.runtime.backends.device import is_device_runner
 from camrt.runtime.bundle import Bundle
-from camrt.runtime.combine import combine
-from camrt.runtime.masked_passes import MaskedPasses
+from camrt.runtime.engine.scoring import softmax
+from camrt.runtime.engine.window import (
+    NON_FINITE_CLEAN,
+    Explained,
+    Image,
+    Prepared,
+    Window,
+    check_batch_size,
+    clean_outputs,
+)
 from camrt.runtime.methods import get_convention
-from camrt.runtime.methods.base import Convention
 from camrt.runtime.noise import NoiseSource, SeededNoise
-from camrt.runtime.plan import SKIP, ZERO, Plan, plan_jobs
+from camrt.runtime.plan import plan_jobs
 
 Progress = Callable[[int, int], None]
 
@@ -44,12 +50,7 @@ class Explanation:
     @property
     def probabilities(self) -> np.ndarray:
         """Softmax of the clean logits, (N, classes)."""
-        return _softmax(self.logits.astype(np.float64)).astype(np.float32)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+        return softmax(self.logits).astype(np.float32)
 
 
 class Explainer:
@@ -60,6 +61,18 @@ class Explainer:
         self.runner: Runner = (
             backend if not isinstance(backend, str) else make_runner(backend, self.bundle, **backend_options)
         )
+        self._owns_runner = isinstance(backend, str)  # made here from a name: close() releases it
+
+    def close(self) -> None:
+        """Release the runner's sessions and device memory when this Explainer made it; idempotent."""
+        if self._owns_runner:
+            close_runner(self.runner)
+
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ public API
     def explain(
@@ -84,51 +97,67 @@ class Explainer:
         started = time.perf_counter()
         conv = get_convention(method, convention, **options)
         x = self._check_images(x)
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         activations, logits = self._clean(x, batch_size) if clean is None else self._check_clean(clean, x)
         target = self._resolve_targets(targets, logits)
         source = noise if noise is not None else (SeededNoise(seed) if conv.noisy else None)
-        plan = plan_jobs(activations, conv, save_passes)
-        if is_device_runner(self.runner):  # masked inputs made on the GPU, straight into the engine's input
-            from camrt.runtime.device_loop import explain_on_device
+        plan = plan_jobs(activations, conv, save_passes)  # the fixed plan of this call, shared with the window
+        total, done = plan.jobs + int(plan.needs_zero_pass), [int(plan.needs_zero_pass)]
 
-            weights, saliency, native = explain_on_device(
-                self.runner, conv, plan, activations, x, logits, target, batch_size, source, progress,  # type: ignore[arg-type]
-                _score_rows, _weights,
-            )
-        else:
-            weights, saliency, native = self._explain_on_host(
-                conv, plan, activations, x, logits, target, batch_size, source, progress
-            )
+        def on_batch(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress(done[0], total)
+
+        images = (Image(b, x[b], int(target[b]), Prepared(activations[b], logits[b], plan.rep[b], plan.unique[b]))
+                  for b in range(x.shape[0]))
+        window = self._window(conv, batch_size, source, save_passes, False, on_batch)
+        results = sorted(window.run(images), key=lambda r: r.index)
+        failed = next((r for r in results if r.status != "ok"), None)
+        if failed is not None:
+            raise CamrtError(str(failed.error))
+        natives = [r.native for r in results if r.native is not None]
         return Explanation(
-            saliency=saliency,
-            weights=weights.astype(np.float32),
+            saliency=np.stack([r.saliency for r in results]),  # type: ignore[misc]
+            weights=np.stack([r.weights for r in results]),  # type: ignore[misc]
             targets=target,
             logits=logits,
-            native=native,
-            passes_run=plan.jobs + int(plan.needs_zero_pass),
-            passes_saved=plan.nominal_passes - plan.jobs - int(plan.needs_zero_pass),
+            native=np.stack(natives) if natives else None,
+            passes_run=sum(r.passes_run for r in results),
+            passes_saved=sum(r.passes_saved for r in results),
             method=conv.method,
             convention=conv.name,
             seconds=time.perf_counter() - started,
             seed=getattr(source, "seed", None),
         )
 
-    def _explain_on_host(
-        self, conv: Convention, plan: Plan, activations: np.ndarray, x: np.ndarray, logits: np.ndarray,
-        target: np.ndarray, batch_size: int, source: NoiseSource | None, progress: Progress | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(weights, saliency, native maps or None): the NumPy masked inputs, scored chunk by chunk, then combined."""
-        scores = self._score(conv, plan, activations, x, logits, target, batch_size, source, progress)
-        weights = _weights(conv, plan, scores)
-        size = (x.shape[2], x.shape[3])
-        saliency = np.empty((x.shape[0], *size), dtype=np.float32)
-        natives: list[np.ndarray] = []
-        for b in range(x.shape[0]):
-            saliency[b], native = combine(conv, activations[b], weights[b], size)
-            if native is not None:
-                natives.append(native)
-        return weights, saliency, np.stack(natives) if natives else None
+    def stream(
+        self,
+        images: Iterable[Image],
+        method: str = "scorecam",
+        convention: str = "paper",
+        batch_size: int = 64,
+        seed: int | None = 0,
+        save_passes: bool = True,
+        keep_inputs: bool = False,
+        on_batch: Callable[[int], None] | None = None,
+        **options: Any,
+    ) -> Iterator[Explained]:
+        """Explain ``images`` as they come, batched across images; one ``Explained`` per image, roughly in order.
+
+        A bad image (non-finite input or activations, a class out of range, non-finite logits on its masked
+        inputs) gives a result with status ``error`` and the stream goes on. SS-CAM's noise is keyed by each
+        image's ``index``, so results equal :meth:`explain` on the stacked images.
+        """
+        conv = get_convention(method, convention, **options)
+        source = SeededNoise(seed) if conv.noisy else None
+        return self._window(conv, check_batch_size(batch_size), source, save_passes, keep_inputs, on_batch).run(images)
+
+    def _window(self, conv: Any, batch_size: int, noise: NoiseSource | None, save_passes: bool, keep_inputs: bool,
+                on_batch: Callable[[int], None] | None) -> Window:
+        m = self.bundle.manifest
+        return Window(self.runner, conv, batch_size, tuple(m.input_shape), tuple(m.activation_shape),  # type: ignore[arg-type]
+                      m.num_classes, noise, save_passes, keep_inputs, on_batch)
 
     def explain_images(self, images: Sequence[Any], **kwargs: Any) -> Explanation:
         """Explain photos (paths or PIL images): the bundle's preprocessing first, then :meth:`explain`."""
@@ -138,13 +167,7 @@ class Explainer:
 
     def clean_pass(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Activations (N, K, h, w) and logits (N, classes) of images x, for explain(..., clean=) of each method."""
-        return self._clean(self._check_images(x), _check_batch_size(batch_size))
-
-    def _clean(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        activations, logits = self._clean_pass(x, batch_size)
-        if not np.isfinite(activations).all() or not np.isfinite(logits).all():
-            raise InputError("x: the model gives non-finite activations or logits for this input")
-        return activations, logits
+        return self._clean(self._check_images(x), check_batch_size(batch_size))
 
     def _check_clean(self, clean: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """clean= as given by clean_pass for these images, or a one-line error."""
@@ -159,15 +182,16 @@ class Explainer:
                              f"images, got {activations.shape} and {logits.shape}")
         return activations, logits
 
-    def _clean_pass(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _clean(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Activations (N, K, h, w) and logits (N, classes) of the clean images, batch_size images at a time."""
         k, h, w = self.bundle.manifest.activation_shape
         activations = np.empty((x.shape[0], k, h, w), dtype=np.float32)
         logits = np.empty((x.shape[0], self.bundle.manifest.num_classes), dtype=np.float32)
         for start in range(0, x.shape[0], batch_size):
             chunk = slice(start, start + batch_size)
-            activations[chunk] = self.runner.features(x[chunk])
-            logits[chunk] = self.runner.head(activations[chunk])
+            activations[chunk], logits[chunk], finite = clean_outputs(self.runner, x[chunk])
+            if not finite.all():
+                raise InputError(f"x: {NON_FINITE_CLEAN}")
         return activations, logits
 
     # ------------------------------------------------------------------ checks
@@ -202,65 +226,3 @@ class Explainer:
         if bad.size:
             raise InputError(f"targets: class index {int(bad[0])} out of range [0, {classes})")
         return values
-
-    # ------------------------------------------------------------------ the batched loop
-    def _score(
-        self,
-        conv: Convention,
-        plan: Plan,
-        activations: np.ndarray,
-        x: np.ndarray,
-        logits: np.ndarray,
-        target: np.ndarray,
-        batch_size: int,
-        noise: NoiseSource | None,
-        progress: Progress | None,
-    ) -> np.ndarray:
-        """Mean score over samples (N, K) float64 of every channel; chunks go through one reused input buffer."""
-        n, k = activations.shape[:2]
-        _, c, height, width = x.shape
-        base = logits[np.arange(n), target].astype(np.float64)
-        sums = np.zeros((n, k), dtype=np.float64)
-        total = plan.jobs + int(plan.needs_zero_pass)
-        done = 0
-        if plan.needs_zero_pass:  # X * 0 is the zero image for every image: one pass for all of them
-            zero_logits = np.asarray(self.runner.logits(np.zeros((1, c, height, width), np.float32)))
-            zero_scores = _score_rows(conv.score, np.repeat(zero_logits, n, axis=0), target, base)
-            for b in range(n):
-                sums[b, plan.rep[b] == ZERO] = zero_scores[b] * conv.samples
-            done += 1
-        passes = MaskedPasses(self.runner, conv, min(batch_size, max(plan.jobs, 1)), (c, height, width))
-        for bi, ki, si in plan.chunks(passes.buffer.shape[0]):
-            out = passes.logits(activations, x, bi, ki, si, noise)
-            if not np.isfinite(out).all():
-                raise CamrtError("the model gave non-finite logits for a masked input")
-            np.add.at(sums, (bi, ki), _score_rows(conv.score, out, target[bi], base[bi]))
-            done += bi.size
-            if progress is not None:
-                progress(done, total)
-        for b in range(n):  # duplicates take their representative's scores
-            dup = np.flatnonzero((plan.rep[b] >= 0) & (plan.rep[b] != np.arange(k)))
-            sums[b, dup] = sums[b, plan.rep[b, dup]]
-        return sums / conv.samples
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
-def _score_rows(kind: str, logits: np.ndarray, target: np.ndarray, base: np.ndarray) -> np.ndarray:
-    """The target class's score per row: softmax probability, logit, or logit minus the clean logit."""
-    rows = np.arange(logits.shape[0])
-    if kind == "prob":
-        return _softmax(logits.astype(np.float64))[rows, target]
-    picked = logits[rows, target].astype(np.float64)
-    return picked - base if kind == "logit-delta" else picked
-
-
-def _weights(conv: Convention, plan: Plan, scores: np.ndarray) -> np.ndarray:
-    """Softmax over channels of the mean scores where the convention says so; skipped channels weigh 0."""
-    weights = _softmax(scores) if conv.softmax_weights else scores.copy()
-    weights[plan.rep == SKIP] = 0.0
-    return weights

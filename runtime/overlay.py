@@ -1,21 +1,17 @@
 """Saliency heat-map overlays (jet blended with the photo, as pytorch-grad-cam's show_cam_on_image), numpy + PIL only.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a crash never leaves a
-half-written image where a finished one is expected.
+Files are written atomically (runtime/atomic.py), so a crash never leaves a half-written image.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
 from camrt.errors import InputError
+from camrt.runtime.atomic import atomic_write
 
 
 def _jet_lut() -> np.ndarray:
@@ -55,21 +51,6 @@ def overlay(rgb: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.nda
     if peak > 0:
         blend /= peak
     return (blend * 255).astype(np.uint8)
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path`` in one step."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)  # umask applies
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_overlay(rgb: np.ndarray, saliency: np.ndarray, path: str | Path, alpha: float = 0.5) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from camrt.errors import InputError
+from camrt.errors import InputError, first_line
 from camrt.runtime.bundle import Preprocessing
 
 _RESAMPLE = {
@@ -32,7 +32,7 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
             image.load()
             return image if image.mode == "RGB" else image.convert("RGB")
         except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a lazily opened PIL image decodes only here
-            raise InputError(f"image: cannot decode this PIL image ({_first_line(exc)})") from None
+            raise InputError(f"image: cannot decode this PIL image ({first_line(exc)})") from None
     if not isinstance(image, (str, Path)):
         raise InputError(f"image: expected a file path or a PIL image, got {type(image).__name__}")
     path = Path(image)
@@ -51,7 +51,7 @@ def load_image(image: str | Path | Image.Image) -> Image.Image:
     except PermissionError:
         raise InputError(f"{path}: cannot read (permission denied)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # PIL's decoders raise all of these on bad data
-        raise InputError(f"{path}: corrupt or truncated image ({_first_line(exc)})") from None
+        raise InputError(f"{path}: corrupt or truncated image ({first_line(exc)})") from None
 
 
 def resize_and_crop(image: Image.Image, pre: Preprocessing) -> Image.Image:
@@ -114,8 +114,3 @@ def load_batch(images: Sequence[Any], pre: Preprocessing) -> np.ndarray:
     if len(images) == 0:
         raise InputError("images: no images given")
     return np.stack([preprocess(image, pre) for image in images])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,7 +15,8 @@ import pytest
 from camrt.kernels import MaskSpec, add_range_scaled_noise, masked_inputs
 from camrt.kernels.gpu import NULL, CudaKernels
 from camrt.runtime.combine import combine
-from camrt.runtime.explainer import Explainer, _score_rows
+from camrt.runtime.engine.scoring import score_rows
+from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import get_convention, list_conventions
 from camrt.runtime.plan import plan_jobs
 
@@ -156,33 +157,29 @@ def test_combine_matches_numpy(emu, method, convention):
         np.testing.assert_allclose(native, ref_native, rtol=0, atol=1e-6)
 
 
-def test_jobs_decode_in_plan_order_and_scores_accumulate(emu):
+def test_scores_accumulate_per_image_and_non_finite_rows_flag_their_image(emu):
     rng = np.random.default_rng()
     acts = rng.standard_normal((3, 7, 2, 2)).astype(np.float32)
     acts[1] = 0.0  # an image with no live channel: no jobs
     conv = get_convention("sscam", "paper", num_samples=3)
     plan = plan_jobs(acts, conv)
-    table = emu.job_table(plan.unique, plan.samples)
-    assert table.jobs == plan.jobs
-    chunk = 4
-    bi, ki, si = (np.empty(chunk, np.int32) for _ in range(3))
     target = rng.integers(0, 10, 3)
     base = rng.standard_normal(3)
     for kind in ("prob", "logit", "logit-delta"):
         sums, expected = np.zeros((3, 7)), np.zeros((3, 7))
-        bad = np.zeros(1, np.int32)
-        for start, (hb, hk, hs) in zip(range(0, plan.jobs, chunk), plan.chunks(chunk)):
-            m = hb.size
-            emu.decode_jobs(table, start, m, bi, ki, si)
-            assert (bi[:m] == hb).all() and (ki[:m] == hk).all() and (si[:m] == hs).all()
-            logits = _rand(rng, m, 10)
-            emu.accumulate_scores(logits, bi[:m], ki[:m], target.astype(np.int32), base, kind, sums, bad)
-            np.add.at(expected, (hb, hk), _score_rows(kind, logits, target[hb], base[hb]))
+        bad = np.zeros(3, np.int32)
+        for hb, hk, _ in plan.chunks(4):
+            logits = _rand(rng, hb.size, 10)
+            emu.accumulate_scores(logits, hb.astype(np.int32), hk.astype(np.int32), target.astype(np.int32), base,
+                                  kind, sums, bad)
+            np.add.at(expected, (hb, hk), score_rows(kind, logits, target[hb], base[hb]))
         np.testing.assert_allclose(sums, expected, rtol=1e-12, atol=1e-12)
-        assert bad[0] == 0
-    logits = np.full((1, 10), np.nan, np.float32)
-    emu.accumulate_scores(logits, bi[:1], ki[:1], target.astype(np.int32), base, "prob", sums, bad)
-    assert bad[0] == 1
+        assert not bad.any()
+    logits = _rand(rng, 2, 10)
+    logits[1, 3] = np.nan  # the second row, of image 2: only image 2 is flagged
+    emu.accumulate_scores(logits, np.array([0, 2], np.int32), np.array([1, 1], np.int32), target.astype(np.int32),
+                          base, "prob", sums, bad)
+    assert bad.tolist() == [0, 0, 1]
 
 
 class _EmulatedDeviceRunner:
@@ -217,8 +214,8 @@ class _EmulatedDeviceRunner:
     ("scorecam", "paper"), ("scorecam", "pytorch-grad-cam"), ("scorecam", "torchcam"), ("sscam", "paper"),
     ("sscam", "torchcam"), ("iscam", "paper"), ("iscam", "torchcam"), ("scorecam++", "paper"),
 ])
-def test_device_loop_matches_the_host_loop(emu, tiny_bundle, method, convention):
-    """runtime/device_loop.py end to end with the emulated kernels: the same explanation as the NumPy path."""
+def test_device_scorer_matches_the_host_scorer(emu, tiny_bundle, method, convention):
+    """runtime/engine/device_scorer.py end to end with the emulated kernels: the same explanation as the host."""
     cpu = Explainer(tiny_bundle, intra_op_threads=1)
     device = Explainer(cpu.bundle, backend=_EmulatedDeviceRunner(cpu.runner, emu))
     x = images(2, seed=int(np.random.SeedSequence().entropy % 2**32))

@@ -180,7 +180,7 @@ def test_runtime_imports_without_cupy_tensorrt_or_torch():
         "        raise ImportError(name + ' blocked')\n"
         "    return real(name, *a, **k)\n"
         "builtins.__import__ = guarded\n"
-        "import camrt, camrt.kernels.gpu, camrt.runtime.device_loop, camrt.runtime.backends.tensorrt\n"
+        "import camrt, camrt.kernels.gpu, camrt.runtime.engine.device_scorer, camrt.runtime.backends.tensorrt\n"
         "import camrt.runtime.backends.onnxruntime_cuda, camrt.runtime.backends.tensorrt_build\n"
         "print('ok')\n"
     )

@@ -125,30 +125,10 @@ extern "C" __global__ void masked_inputs_f16(CAMRT_MASK_PARAMS, unsigned short* 
     masked_inputs_body<unsigned short>(CAMRT_MASK_ARGS, out);
 }
 
-// Jobs start .. start + n of the plan (image-major, then sample, then channel), decoded on the device.
-// prefix (N + 1): first job of each image; offsets (N): where its channels start in ``channels``.
-extern "C" __global__ void decode_jobs(long long start, int n, const long long* prefix, const long long* offsets,
-                                       const int* channels, int num_images, int samples, int* image_idx,
-                                       int* channel_idx, int* sample_idx) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    long long job = start + i;
-    int lo = 0, hi = num_images;  // the last image whose first job is <= job (empty images are passed over)
-    while (hi - lo > 1) {
-        int mid = (lo + hi) / 2;
-        if (prefix[mid] <= job) lo = mid; else hi = mid;
-    }
-    long long r = job - prefix[lo];
-    long long per_sample = (prefix[lo + 1] - prefix[lo]) / samples;
-    image_idx[i] = lo;
-    sample_idx[i] = (int)(r / per_sample);
-    channel_idx[i] = channels[offsets[lo] + r % per_sample];
-}
-
 enum { SCORE_PROB = 0, SCORE_LOGIT = 1, SCORE_LOGIT_DELTA = 2 };
 
 // sums[b, k] += score of row i (one block per row): softmax probability of the target (in double), its logit,
-// or its logit minus the clean logit. ``bad`` is set when a row has a non-finite logit.
+// or its logit minus the clean logit. ``bad[b]`` is set when a row of image b has a non-finite logit.
 extern "C" __global__ void accumulate_scores(const float* logits, int classes, const int* image_idx,
                                              const int* channel_idx, const int* target, const double* base,
                                              int kind, int K, double* sums, int* bad) {
@@ -163,7 +143,7 @@ extern "C" __global__ void accumulate_scores(const float* logits, int classes, c
         if (!isfinite(z[j])) nonfinite = 1.0;
     }
     if (block_reduce(nonfinite, s_red, 1) > 0.0) {
-        if (threadIdx.x == 0) atomicExch(bad, 1);
+        if (threadIdx.x == 0) atomicExch(bad + b, 1);
         return;
     }
     if (kind == SCORE_PROB) {

@@ -32,7 +32,6 @@ const std::unordered_map<std::string, Launcher>& kernels() {
     static const std::unordered_map<std::string, Launcher> table{
         {"masked_inputs_f32", &launcher<&masked_inputs_f32>},
         {"masked_inputs_f16", &launcher<&masked_inputs_f16>},
-        {"decode_jobs", &launcher<&decode_jobs>},
         {"accumulate_scores", &launcher<&accumulate_scores>},
         {"weighted_sum", &launcher<&weighted_sum>},
         {"gated_weighted_sum", &launcher<&gated_weighted_sum>},
