@@ -48,7 +48,7 @@ import numpy as np
 
 import camrt.errors
 from camrt.errors import CamrtError
-from camrt.runtime.backends import check_backend, on_gpu
+from camrt.runtime.backends import check_backend, on_gpu, visible_gpu_options
 from camrt.runtime.bundle import Bundle, Preprocessing
 from camrt.runtime.dataset import Item
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
@@ -146,9 +146,8 @@ class ExplainActor:
 
         self.map_shape, self.k = map_shape, k
         self.fatal = ""
-        options = dict(backend_options)
-        if gpu and str(options.get("device") or "").startswith("cuda:"):
-            options["device"] = "cuda"  # Ray shows the actor only its own GPU (CUDA_VISIBLE_DEVICES): cuda:0
+        # Ray shows the actor only its own GPU (CUDA_VISIBLE_DEVICES): cuda:N becomes cuda
+        options = visible_gpu_options(backend_options) if gpu else dict(backend_options)
         try:
             explainer = Explainer(Path(bundle_root), backend=backend, **options)
             self.worker = DatasetWorker(explainer, spec)  # once: its zero-image logits serve every batch

@@ -1,23 +1,78 @@
-"""Backends behind one interface; each is imported only when asked for."""
+"""Backends behind one interface, in one registry; each runner module is imported only when asked for.
+
+A backend is one runner module plus one line of :data:`BACKENDS`.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from camrt.errors import CamrtError
-from camrt.runtime.backends.base import Runner
+from camrt.errors import CamrtError, InputError
+from camrt.runtime.backends.base import Runner, close_runner, device_id
 from camrt.runtime.bundle import Bundle
 
-BACKENDS = ("onnxruntime", "torch", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
-GPU_BACKENDS = ("onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+DEFAULT_PRECISION = "fp32"
 
 
-def device_id(device: str) -> int:
-    """The CUDA device index of 'cuda' or 'cuda:N'; a one-line error for anything else."""
-    name, _, index = device.partition(":")
-    if name != "cuda" or (index and not index.isdigit()):
-        raise CamrtError(f"device: expected cpu, cuda or cuda:N, got {device!r}")
-    return int(index or 0)
+@dataclass(frozen=True)
+class Backend:
+    """What a backend is: its runner factory, the devices and precisions it takes, its CPU thread option."""
+
+    name: str
+    factory: str  # "module:callable", imported on first use; called (bundle, device=..., **defaults, **options)
+    devices: tuple[str, ...] = ("cpu", "cuda")  # device kinds, the default first ("cuda" stands for cuda:N too)
+    precisions: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {DEFAULT_PRECISION: {}})
+    threads: str | None = None  # the runner's keyword for a CPU thread count; None: it takes none
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments the factory always gets
+
+    @property
+    def gpu_only(self) -> bool:
+        """True when the backend has no CPU device."""
+        return "cpu" not in self.devices
+
+    @property
+    def default_device(self) -> str:
+        """The device used when none is asked for."""
+        return self.devices[0]
+
+    def load(self) -> Callable[..., Runner]:
+        """The runner factory, importing its module now (and its engine's packages with it)."""
+        module, _, attr = self.factory.partition(":")
+        target: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            target = getattr(target, part)
+        return target  # type: ignore[no-any-return]
+
+
+_GPU = ("cuda",)
+_ORT_CUDA = "camrt.runtime.backends.onnxruntime_cuda:OrtCudaRunner.create"
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("onnxruntime", "camrt.runtime.backends.onnxruntime:OnnxrtRunner.create", threads="intra_op_threads"),
+    Backend("torch", "camrt.runtime.backends.torch:TorchRunner.from_bundle", threads="threads",
+            precisions={"fp32": {}, "fp16": {"precision": "fp16"}, "bf16": {"precision": "bf16"}}),
+    Backend("onnxruntime-cuda", _ORT_CUDA, _GPU, defaults={"provider": "cuda"}),
+    Backend("onnxruntime-tensorrt", _ORT_CUDA, _GPU, {"fp32": {}, "fp16": {"fp16": True}},
+            defaults={"provider": "tensorrt"}),
+    Backend("tensorrt", "camrt.runtime.backends.tensorrt:TrtRunner.create", _GPU,
+            {"fp32": {}, "fp16": {"precision": "fp16"}}),
+)}
+BACKEND_NAMES = tuple(BACKENDS)
+GPU_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.gpu_only)
+
+
+def precisions() -> tuple[str, ...]:
+    """Every precision some backend accepts, the default first (the --precision choices)."""
+    return tuple(dict.fromkeys(p for backend in BACKENDS.values() for p in backend.precisions))
+
+
+def get_backend(name: str) -> Backend:
+    """The registry line of ``name``; a one-line error for unknown names."""
+    check_backend(name)
+    return BACKENDS[name]
 
 
 def check_backend(name: str) -> None:
@@ -28,7 +83,37 @@ def check_backend(name: str) -> None:
 
 def on_gpu(name: str, device: str | None) -> bool:
     """True when backend ``name`` with ``device`` (None: its default) runs on a GPU."""
-    return name in GPU_BACKENDS or (device or "cpu") != "cpu"
+    backend = BACKENDS.get(name)
+    return (backend is not None and backend.gpu_only) or (device or "cpu") != "cpu"
+
+
+def runner_options(
+    backend: str, device: str | None = None, precision: str = DEFAULT_PRECISION, threads: int | None = None,
+) -> dict[str, Any]:
+    """--device, --precision and --threads as ``backend``'s keyword arguments; one-line errors naming the flag."""
+    spec = get_backend(backend)
+    gpu = on_gpu(backend, device)
+    options: dict[str, Any] = {} if device is None else {"device": device}
+    if threads:
+        if gpu or spec.threads is None:
+            raise InputError("--threads: a CPU option; the GPU backends have none")
+        options[spec.threads] = threads
+    if precision != DEFAULT_PRECISION and not gpu:
+        raise InputError(f"--precision {precision}: a GPU option; add --device cuda")
+    if precision not in spec.precisions:
+        # the engines listed newest first, as this message always has
+        offers = "; ".join(f"{p}: {', '.join(n for n in reversed(BACKENDS) if p in BACKENDS[n].precisions)}"
+                           for p in precisions() if p != DEFAULT_PRECISION)
+        raise InputError(f"--precision {precision}: not available on backend {backend} ({offers})")
+    return {**options, **spec.precisions[precision]}
+
+
+def visible_gpu_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Runner options for a process shown only its own GPU (CUDA_VISIBLE_DEVICES, as Ray does): cuda:N is cuda."""
+    out = dict(options)
+    if str(out.get("device") or "").startswith("cuda:"):
+        out["device"] = "cuda"
+    return out
 
 
 def make_runner(name: str, bundle: Bundle, **options: Any) -> Runner:
@@ -36,30 +121,19 @@ def make_runner(name: str, bundle: Bundle, **options: Any) -> Runner:
 
     ``device="cuda"`` (or "cuda:N") puts onnxruntime and torch on the GPU; the GPU backends need no device option.
     """
-    check_backend(name)
-    device = str(options.pop("device", None) or ("cuda" if name in GPU_BACKENDS else "cpu"))
+    backend = get_backend(name)
+    device = str(options.pop("device", None) or backend.default_device)
     if device != "cpu" and not device.startswith("cuda"):
         raise CamrtError(f"device: expected cpu, cuda or cuda:N, got {device!r}")
-    if name in GPU_BACKENDS and device == "cpu":
-        raise CamrtError(f"backend {name!r} runs on a GPU only; use --device cuda, or backend onnxruntime for the CPU")
-    if name == "onnxruntime" and device == "cpu":
-        from camrt.runtime.backends.onnxruntime import OnnxrtRunner
-
-        return OnnxrtRunner(bundle, **options)
-    if name in ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt"):
-        from camrt.runtime.backends.onnxruntime_cuda import OrtCudaRunner
-
-        provider = "tensorrt" if name == "onnxruntime-tensorrt" else "cuda"
-        return OrtCudaRunner(bundle, provider=provider, device_id=device_id(device), **options)
-    if name == "tensorrt":
-        from camrt.runtime.backends.tensorrt import TrtRunner
-
-        return TrtRunner(bundle, device_id=device_id(device), **options)
-    if name == "torch":
-        from camrt.runtime.backends.torch import TorchRunner
-
-        return TorchRunner.from_bundle(bundle, device=device, **options)
-    raise AssertionError(name)  # check_backend let through a name no branch handles
+    if ("cpu" if device == "cpu" else "cuda") not in backend.devices:
+        if device == "cpu":
+            raise CamrtError(f"backend {name!r} runs on a GPU only; use --device cuda, or backend onnxruntime for "
+                             "the CPU")
+        raise CamrtError(f"backend {name!r} runs on the CPU only; drop --device {device}")
+    return backend.load()(bundle, device=device, **backend.defaults, **options)
 
 
-__all__ = ["BACKENDS", "GPU_BACKENDS", "Runner", "check_backend", "device_id", "make_runner", "on_gpu"]
+__all__ = [
+    "BACKENDS", "BACKEND_NAMES", "GPU_BACKENDS", "Backend", "Runner", "check_backend", "close_runner", "device_id",
+    "get_backend", "make_runner", "on_gpu", "precisions", "runner_options", "visible_gpu_options",
+]

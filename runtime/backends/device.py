@@ -14,6 +14,7 @@ import numpy as np
 
 from camrt.errors import CamrtError
 from camrt.kernels.gpu import CudaKernels
+from camrt.runtime.backends.base import Closing, device_id
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS
 
 
@@ -53,7 +54,7 @@ def to_host(array: Any) -> np.ndarray:
     return np.asarray(array.get() if hasattr(array, "get") else array)
 
 
-class EngineBuffers:
+class EngineBuffers(Closing):
     """Device buffers and host entry points shared by the GPU engine runners (ONNX Runtime GPU, TensorRT).
 
     One float32 buffer per tensor (image, activations, logits) sized for the largest batch seen, on the
@@ -70,11 +71,30 @@ class EngineBuffers:
         self._buffers: dict[str, Any] = {}
         self._rows = 0
 
+    @classmethod
+    def create(cls, bundle: Any, device: str = "cuda", **options: Any) -> Any:
+        """The registry's factory: the runner on 'cuda' or 'cuda:N'."""
+        return cls(bundle, device_id=device_id(device), **options)  # type: ignore[call-arg]
+
+    def _release(self) -> None:
+        """Wait for queued work, then drop the engines, the device buffers (back to CuPy's pool) and the stream."""
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            stream.synchronize()
+        self._drop_engines()
+        self._buffers = {}
+        self._rows = 0
+        self.stream = None
+
+    def _drop_engines(self) -> None:
+        """Drop the engines or sessions (after the stream is idle, before the buffers they were bound to)."""
+
     def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
         """Run ``graph`` on buffers[src][:n] into buffers[dst][:n], in stream order (for_host: the clean pass)."""
         raise NotImplementedError
 
     def input_buffer(self, rows: int) -> Any:
+        self._check_open()
         if self.max_batch is not None and rows > self.max_batch:
             raise CamrtError(f"batch size {rows} exceeds the TensorRT engine's profile maximum {self.max_batch}; "
                              "use a smaller --batch-size or rebuild the engine with a larger max batch")
@@ -86,6 +106,7 @@ class EngineBuffers:
         return self._buffers[IMAGE][:rows]
 
     def run_logits(self, n: int) -> Any:
+        self._check_open()
         self._enqueue("features", IMAGE, ACTIVATIONS, n, for_host=False)
         self._enqueue("head", ACTIVATIONS, LOGITS, n, for_host=False)
         return self._buffers[LOGITS][:n]

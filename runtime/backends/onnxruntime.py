@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from camrt.errors import BundleError, CamrtError
+from camrt.runtime.backends.base import Closing, Runner, require
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -14,14 +15,10 @@ _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended"
 
 
 def _import_ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise CamrtError("backend 'onnxruntime' needs the onnxruntime package: pip install camrt[cpu]") from None
-    return onnxruntime
+    return require("onnxruntime", "backend 'onnxruntime' needs the onnxruntime package: pip install camrt[cpu]")
 
 
-class OnnxrtRunner:
+class OnnxrtRunner(Closing):
     """Two ONNX Runtime sessions, features and head; masked inputs go through both in turn."""
 
     name = "onnxruntime"
@@ -45,7 +42,7 @@ class OnnxrtRunner:
             options.inter_op_num_threads = int(inter_op_threads)
         options.log_severity_level = 3
         self.providers = providers or ["CPUExecutionProvider"]
-        self._sessions = {}
+        self._sessions: dict[str, Any] = {}
         for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
             try:
                 self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
@@ -53,10 +50,24 @@ class OnnxrtRunner:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise BundleError(f"{path}: ONNX Runtime cannot load it ({first})") from None
 
+    @classmethod
+    def create(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> Runner:
+        """The registry's factory: this runner on the CPU, ONNX Runtime's CUDA runner on 'cuda' or 'cuda:N'."""
+        if device == "cpu":
+            return cls(bundle, **options)
+        from camrt.runtime.backends.onnxruntime_cuda import OrtCudaRunner
+
+        return OrtCudaRunner.create(bundle, device=device, provider="cuda", **options)
+
+    def _release(self) -> None:
+        self._sessions.clear()  # the sessions free their memory when the last reference goes
+
     def features(self, images: np.ndarray) -> np.ndarray:
+        self._check_open()
         return self._sessions["features"].run([ACTIVATIONS], {IMAGE: images})[0]
 
     def head(self, activations: np.ndarray) -> np.ndarray:
+        self._check_open()
         return self._sessions["head"].run([LOGITS], {ACTIVATIONS: activations})[0]
 
     def logits(self, images: np.ndarray) -> np.ndarray:

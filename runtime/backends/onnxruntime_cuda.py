@@ -60,7 +60,7 @@ class OrtCudaRunner(EngineBuffers):
             }))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self._sessions = {}
+        self._sessions: dict[str, Any] = {}
         for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
             try:
                 self._sessions[key] = ort.InferenceSession(str(path), options, providers=providers)
@@ -70,6 +70,9 @@ class OrtCudaRunner(EngineBuffers):
         self._async = ort.RunOptions()
         self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self._init_buffers(bundle)
+
+    def _drop_engines(self) -> None:
+        self._sessions.clear()
 
     def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
         session = self._sessions[graph]

@@ -56,6 +56,10 @@ class TrtRunner(EngineBuffers):
         self.max_batch = int(self._engines["features"].get_tensor_profile_shape(IMAGE, 0)[2][0])
         self._init_buffers(bundle)
 
+    def _drop_engines(self) -> None:
+        self._contexts.clear()  # contexts before the engines they were made from
+        self._engines.clear()
+
     def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
         context = self._contexts[graph]
         context.set_input_shape(src, (n, *self._shapes[src]))

@@ -7,20 +7,17 @@ from typing import Any
 import numpy as np
 
 from camrt.errors import BundleError, CamrtError
+from camrt.runtime.backends.base import Closing, require
 from camrt.runtime.bundle import Bundle
 
 FEATURES_PT2, HEAD_PT2 = "features.pt2", "head.pt2"
 
 
 def _import_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise CamrtError("backend 'torch' needs PyTorch: pip install camrt[torch]") from None
-    return torch
+    return require("torch", "backend 'torch' needs PyTorch: pip install camrt[torch]")
 
 
-class TorchRunner:
+class TorchRunner(Closing):
     """Runs the feature and head modules in eager PyTorch (no_grad, eval) on host arrays."""
 
     name = "torch"
@@ -62,7 +59,11 @@ class TorchRunner:
                 raise CamrtError(f"{gpu_only}: a GPU option of backend 'torch'; add device='cuda' (--device cuda)")
         return cls(modules[0], modules[1], **options)
 
+    def _release(self) -> None:
+        self._features = self._head = None  # the programs' weights go with them
+
     def _run(self, module: Any, array: np.ndarray) -> np.ndarray:
+        self._check_open()
         torch = self.torch
         with torch.no_grad():
             out = module(torch.from_numpy(np.ascontiguousarray(array)).to(self.device))
@@ -76,6 +77,7 @@ class TorchRunner:
         return self._run(self._head, activations.copy())
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        self._check_open()
         torch = self.torch
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
@@ -124,17 +126,25 @@ class TorchCudaRunner(TorchRunner):
         with torch.no_grad(), torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
             return self._head(self._features(x)).float()
 
+    def _release(self) -> None:
+        self._torch_stream.synchronize()  # queued passes finish before their buffers and graph go
+        self._graph = self._input = None
+        super()._release()
+
     def _run(self, module: Any, array: np.ndarray) -> np.ndarray:
+        self._check_open()
         torch = self.torch
         with torch.no_grad(), torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
             out = module(torch.from_numpy(np.ascontiguousarray(array)).to(self.device))
         return out.detach().float().cpu().numpy()
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        self._check_open()
         x = self.torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         return self._forward(x).cpu().numpy()
 
     def input_buffer(self, rows: int) -> Any:
+        self._check_open()
         torch = self.torch
         if self._input is None or self._input.shape[0] < rows:
             c, h, w = self.input_shape
@@ -148,6 +158,7 @@ class TorchCudaRunner(TorchRunner):
             return self.cupy.from_dlpack(self._input[:rows])
 
     def run_logits(self, n: int) -> Any:
+        self._check_open()
         torch = self.torch
         with torch.cuda.stream(self._torch_stream):
             if self.cuda_graphs and n == self._input.shape[0]:
