@@ -10,11 +10,13 @@ VERSION = re.search(r'"(.+)"', (HERE / "camrt" / "_version.py").read_text()).gro
 
 PACKAGES = {
     "camrt": "camrt",
+    "camrt.cli": "camrt/cli",
     "camrt.exporter": "exporter",
     "camrt.runtime": "runtime",
     "camrt.runtime.backends": "runtime/backends",
     "camrt.runtime.methods": "runtime/methods",
     "camrt.runtime.metrics": "runtime/metrics",
+    "camrt.runtime.engine": "runtime/engine",
     "camrt.kernels": "kernels",
 }
 

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camrt.cli import collect_images, main, output_stems
+from camrt.cli import build_parser, main
+from camrt.cli.args import parse_options, resolve_target
+from camrt.cli.explain import collect_images, output_stems
+from camrt.errors import InputError
+from camrt.runtime.bundle import Bundle
+from camrt.runtime.explainer import Explainer
+from camrt.runtime.preprocess import preprocess
 
 SIZE, CLASSES = 32, 5
 NAMES = [f"class{i}" for i in range(CLASSES)]
@@ -66,7 +72,7 @@ def test_explain_writes_maps_overlays_and_summary(bundle, photos, tmp_path, caps
     summary = json.loads((out / "summary.json").read_text())
     assert {"method", "convention", "backend", "model", "layer", "images", "totals"} <= set(summary)
     assert (summary["method"], summary["convention"], summary["backend"]) == ("scorecam", "paper", "onnxruntime")
-    assert [Path(r["file"]).name for r in summary["images"]] == ["tall.png", "wide.jpg"]  # sorted by name
+    assert [Path(r["path"]).name for r in summary["images"]] == ["tall.png", "wide.jpg"]  # sorted by name
     for record in summary["images"]:
         assert record["status"] == "ok"
         assert 0 <= record["predicted"] < CLASSES and record["predicted_name"] == NAMES[record["predicted"]]
@@ -87,10 +93,10 @@ def test_bad_images_are_skipped_and_reported(bundle, photos, tmp_path, capsys) -
     assert {"tall.npy", "tall.png", "wide.npy", "wide.png", "summary.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "broken.npy").exists()
     summary = json.loads((out / "summary.json").read_text())
-    by_name = {Path(r["file"]).name: r for r in summary["images"]}
+    by_name = {Path(r["path"]).name: r for r in summary["images"]}
     assert set(by_name) == {"broken.jpg", "tall.png", "wide.jpg", "gone.png"}
-    assert by_name["broken.jpg"]["status"] == "skipped" and "broken.jpg" in by_name["broken.jpg"]["error"]
-    assert by_name["gone.png"]["status"] == "skipped"
+    assert by_name["broken.jpg"]["status"] == "error" and "broken.jpg" in by_name["broken.jpg"]["error"]
+    assert by_name["gone.png"]["status"] == "error"
     assert (summary["totals"]["explained"], summary["totals"]["skipped"]) == (2, 2)
     assert "2 skipped" in stdout
 
@@ -100,8 +106,9 @@ def test_target_by_index_and_name_and_noise_options(bundle, photos, tmp_path, ca
     code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "--target", "class3", "-q",
                          "--method", "sscam", "--convention", "torchcam", "-O", "num_samples=2", "--seed", "7"], capsys)
     assert code == 0, err
-    record = json.loads((out / "summary.json").read_text())["images"][0]
-    assert (record["target"], record["target_name"], record["seed"]) == (3, "class3", 7)
+    summary = json.loads((out / "summary.json").read_text())
+    record = summary["images"][0]
+    assert (record["target"], record["target_name"], summary["seed"]) == (3, "class3", 7)
     first = np.load(out / "wide.npy")
     code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "--target", "3", "-q",
                          "--method", "sscam", "--convention", "torchcam", "-O", "num_samples=2", "--seed", "7"], capsys)
@@ -172,12 +179,136 @@ def test_input_collection_and_output_names(tmp_path) -> None:
         (folder / name).write_bytes(b"")
     (folder / "sub").mkdir()
     warnings: list[str] = []
-    assert [p.name for p in collect_images([folder, tmp_path / "x.txt"], warnings.append)] == ["a.png", "b.JPG",
-                                                                                                 "x.txt"]
+    assert [i.path.name for i in collect_images([folder, tmp_path / "x.txt"], warnings.append)] == ["a.png", "b.JPG",
+                                                                                                      "x.txt"]
     collect_images([folder, folder / "sub"], warnings.append)
     assert warnings == [f"{folder / 'sub'}: no images in this folder"]
     files = [Path("a/cat.jpg"), Path("b/cat.png"), Path("c/Cat.jpg"), Path("summary.png")]
     assert output_stems(files) == ["cat", "cat-2", "Cat-3", "summary-2"]
+
+
+# ---------------------------------------------------------------------------------------------- shared flags
+DATA_COMMANDS = ("explain", "evaluate", "explain-dataset")
+
+
+@pytest.mark.parametrize("command", DATA_COMMANDS)
+def test_shared_flags_parse_the_same_in_every_subcommand(bundle, command) -> None:
+    """--seed, --target, -O, the backend, output and progress flags: one default and one reading everywhere."""
+    def parse(*extra: str):
+        return build_parser().parse_args([command, str(bundle), "data", "--out", "o", *extra])
+
+    args = parse()
+    assert (args.seed, args.target, args.option, args.batch_size, args.limit, args.quiet) == (0, "predicted", [], 64,
+                                                                                             None, False)
+    assert (args.backend, args.device, args.precision, args.threads) == ("onnxruntime", None, "fp32", None)
+    assert hasattr(args, "resume") == (command != "explain")  # explain writes per-image files: nothing to resume
+    loaded = Bundle.load(bundle)
+    for given, expected in (("predicted", "predicted"), ("label", "label"), ("3", 3), ("class3", 3)):
+        assert resolve_target(parse("--target", given).target, loaded) == expected
+        assert resolve_target(parse("-t", given).target, loaded) == expected
+    args = parse("-O", "num_samples=3", "--option", "iscam.std=0.5", "--seed", "7", "-b", "5", "-q", "--limit", "2")
+    assert (args.option, args.seed, args.batch_size, args.quiet, args.limit) == (
+        ["num_samples=3", "iscam.std=0.5"], 7, 5, True, 2)
+
+
+def test_one_option_parser_for_every_command() -> None:
+    assert parse_options(["num_samples=3", "std=2.0", "gate=tanh", "num-samples=4"]) == {
+        "num_samples": 4, "std": 2.0, "gate": "tanh"}
+    assert parse_options(["iscam.num_samples=3", "std=0.5"]) == {"iscam.num_samples": 3, "std": 0.5}
+    assert parse_options(["iscam.num_samples=3", "std=0.5"], "iscam") == {"num_samples": 3, "std": 0.5}
+    assert parse_options(["scorecam++.gate=mish"], "scorecam++") == {"gate": "mish"}
+    with pytest.raises(InputError, match="'sscam' is not the method of this run \\(iscam\\)"):
+        parse_options(["sscam.std=1"], "iscam")
+    for bad in ("num_samples", "=3", "iscam.=3"):
+        with pytest.raises(InputError, match="expected \\[METHOD.\\]KEY=VALUE"):
+            parse_options([bad])
+
+
+@pytest.mark.parametrize("command, extra, needle", [
+    ("explain", ["--method", "iscam", "-O", "sscam.num_samples=2"], "'sscam' is not the method of this run (iscam)"),
+    ("explain-dataset", ["-O", "iscam.num_samples=2"], "'iscam' is not the method of this run (scorecam)"),
+    ("evaluate", ["--methods", "iscam", "-O", "nope.num_samples=2"], "unknown method 'nope'"),
+    ("explain", ["-O", "num_samples"], "expected [METHOD.]KEY=VALUE"),
+    ("evaluate", ["-O", "num_samples"], "expected [METHOD.]KEY=VALUE"),
+])
+def test_option_prefix_errors_are_one_line(bundle, photos, tmp_path, capsys, command, extra, needle) -> None:
+    code, _, err = _run([command, bundle, photos, "--out", tmp_path / "out", "-q", *extra], capsys)
+    assert code == 2
+    _one_error_line(err, needle)
+
+
+def test_prefixed_option_reaches_the_method(bundle, photos, tmp_path, capsys) -> None:
+    """-O sscam.num_samples=2 on an sscam run is num_samples=2: the same maps as the unprefixed option."""
+    maps = []
+    for option in ("num_samples=2", "sscam.num_samples=2"):
+        out = tmp_path / option
+        code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "-q", "-m", "sscam", "-O", option],
+                            capsys)
+        assert code == 0, err
+        assert json.loads((out / "summary.json").read_text())["options"] == {"num_samples": 2}
+        maps.append(np.load(out / "wide.npy"))
+    np.testing.assert_array_equal(maps[0], maps[1])
+
+
+# ---------------------------------------------------------------------------------------------- explain, many images
+def _tree(root: Path) -> list[Path]:
+    """Photos at the top, in class1/ and in class3/deeper/ (an ImageFolder tree), of several sizes."""
+    rng = np.random.default_rng(5)
+    paths = [root / "top.png", root / "class1" / "a.png", root / "class1" / "b.jpg",
+             root / "class3" / "deeper" / "c.png", root / "class3" / "a.png"]
+    for i, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (34 + 3 * i, 40 - 2 * i, 3), dtype=np.uint8)).save(path)
+    return paths
+
+
+def test_explain_recurses_into_subfolders_and_takes_their_labels(bundle, tmp_path, capsys) -> None:
+    paths = _tree(tmp_path / "data")
+    out = tmp_path / "out"
+    code, stdout, err = _run(["explain", bundle, tmp_path / "data", "--out", out, "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(r["path"] for r in summary["images"]) == sorted(str(p) for p in paths)
+    assert "explained 5 of 5 images" in stdout
+    assert {p.name for p in out.iterdir()} == {"summary.json", *(f"{s}.{e}" for s in ("top", "a", "b", "c", "a-2")
+                                                                  for e in ("npy", "png"))}
+    code, _, err = _run(["explain", bundle, tmp_path / "data", paths[1], "--out", tmp_path / "labels", "-q",
+                         "--target", "label"], capsys)
+    assert code == 2  # top.png (in no subfolder) and a file given by itself have no label
+    assert "top.png: no label" in err and err.count("no label") == 2
+    records = json.loads((tmp_path / "labels" / "summary.json").read_text())["images"]
+    assert [r["status"] for r in records] == ["error", "ok", "ok", "ok", "ok", "error"]
+    for record in records:
+        if record["status"] == "ok":
+            assert record["target_name"] == Path(record["path"]).relative_to(tmp_path / "data").parts[0]
+    assert list(records[1]) == ["path", "status", "error", "target", "target_name", "predicted", "predicted_name",
+                                "probability", "logit", "passes_run", "passes_saved", "seconds", "saliency",
+                                "overlay"]
+
+
+@pytest.mark.parametrize("method, convention, options", [
+    ("scorecam", "paper", []), ("scorecam++", "paper", []), ("iscam", "torchcam", ["-O", "num_samples=2"]),
+])
+def test_explain_many_equals_each_alone(bundle, tmp_path, capsys, method, convention, options) -> None:
+    """Batches filled across images (K=8, batch 5) give each image the map explain() gives it alone."""
+    paths = _tree(tmp_path / "data")
+    out = tmp_path / "out"
+    code, _, err = _run(["explain", bundle, tmp_path / "data", "--out", out, "-q", "-b", "5", "--threads", "1",
+                         "-m", method, "-c", convention, *options], capsys)
+    assert code == 0, err
+    records = {r["path"]: r for r in json.loads((out / "summary.json").read_text())["images"]}
+    explainer = Explainer(bundle, intra_op_threads=1)
+    kwargs = parse_options(options[1:])
+    for path in paths:
+        record = records[str(path)]
+        alone = explainer.explain(preprocess(path, explainer.bundle.manifest.preprocessing)[None], method, convention,
+                                  batch_size=5, **kwargs)
+        np.testing.assert_allclose(np.load(out / record["saliency"]), alone.saliency[0], rtol=1e-5, atol=1e-6)
+        assert (record["target"], record["passes_run"], record["passes_saved"]) == (
+            int(alone.targets[0]), alone.passes_run, alone.passes_saved)
+        probs = alone.probabilities[0]
+        assert record["probability"] == pytest.approx(float(probs[record["target"]]), rel=1e-5)
+        assert record["logit"] == pytest.approx(float(alone.logits[0][record["target"]]), rel=1e-5, abs=1e-6)
 
 
 def _blocked_torch(tmp_path: Path) -> dict[str, str]:

@@ -84,9 +84,9 @@ def test_bad_images_are_skipped_and_listed(bundle, image_folder, tmp_path, capsy
     assert "broken.png" in err and "skipped" in err and "Traceback" not in err
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["evaluated"], summary["skipped"]) == (5, 1)
-    assert "broken.png" in summary["skipped_images"][0]["file"]
+    assert "broken.png" in summary["skipped_images"][0]["path"]
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert [r["status"] for r in rows].count("skipped") == 1
+    assert [r["status"] for r in rows].count("error") == 1
 
 
 def test_resume_redoes_only_what_a_crash_lost(bundle, image_folder, tmp_path, capsys):
@@ -125,6 +125,17 @@ def test_target_label_uses_the_folder_names(bundle, image_folder, tmp_path, caps
     for record in records:
         if record["status"] == "ok":
             assert record["target"] == NAMES.index(record["label"])
+
+
+def test_target_class_by_name_or_index(bundle, image_folder, tmp_path, capsys):
+    """--target CLASS, as in explain and explain-dataset: every image explains that class, labelled or not."""
+    for given in ("class3", "3"):
+        out = tmp_path / given
+        code, _, err = _run(["evaluate", bundle, image_folder, "--out", out, "--target", given, "--causal", "none",
+                             "--methods", "scorecam", "-q"], capsys)
+        assert code == 0, err
+        records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+        assert len(records) == 5 and {(r["status"], r["target"]) for r in records} == {("ok", 3)}
 
 
 @pytest.mark.parametrize("argv, needle", [

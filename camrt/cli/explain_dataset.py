@@ -8,33 +8,33 @@ same pipeline on Ray Data.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from camrt.errors import InputError
+from camrt.cli.args import (
+    add_command,
+    add_shared_arguments,
+    backend_options,
+    count,
+    make_explainer,
+    parse_options,
+    positive_int,
+    resolve_target,
+)
 from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS
 
+NAME = "explain-dataset"
 
-def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    """Register ``explain-dataset`` on the CLI's subparsers."""
-    from camrt.cli import _positive_int, add_backend_arguments
-    from camrt.runtime.methods import METHODS
 
-    p = sub.add_parser(
-        "explain-dataset", parents=parents, help="explain a whole dataset into .npz shards and an index, resumably",
-        description=__doc__.splitlines()[0].split(": ", 1)[1],
-    )
-    p.add_argument("bundle", metavar="BUNDLE", type=Path, help="a bundle folder (from camrt export)")
+def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``explain-dataset`` to the CLI's subparsers."""
+    p = add_command(subparsers, NAME, parents, "explain a whole dataset into .npz shards and an index, resumably",
+                    __doc__)
     p.add_argument("data", metavar="DATA",
                    help="a folder tree (subfolders: ImageFolder labels), a CSV of path[,label], or a glob")
-    p.add_argument("--method", "-m", choices=list(METHODS), default="scorecam", help="default: scorecam")
-    p.add_argument("--convention", "-c", default="paper", help="whose implementation to match exactly (default: paper)")
-    p.add_argument("--out", "-o", required=True, type=Path, help="the folder to write shards and index.csv to")
-    p.add_argument("--target", "-t", default="predicted", metavar="predicted|label|CLASS",
-                   help="the class to explain: predicted (default), the data's label, or one class index or name")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out: skip every committed image")
-    p.add_argument("--shard-size", type=_positive_int, default=256, metavar="N", help="maps per shard (default: 256)")
-    p.add_argument("--workers", type=_count, default=2, metavar="N",
+    add_shared_arguments(p, "shards and index.csv", resume="continue the run in --out: skip every committed image",
+                         batch="masked inputs per forward pass, across images")
+    p.add_argument("--shard-size", type=positive_int, default=256, metavar="N", help="maps per shard (default: 256)")
+    p.add_argument("--workers", type=count, default=2, metavar="N",
                    help="decode threads ahead of the engine (0: decode inline; default: 2)")
     p.add_argument("--metrics", action="store_true",
                    help="also score each map (Average Drop, Increase in Confidence, deletion/insertion AUC)")
@@ -42,29 +42,13 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help=f"with --metrics: confidence variants (default: {','.join(DEFAULT_VARIANTS)}; none)")
     p.add_argument("--causal", default=None, metavar="VARIANTS",
                    help="with --metrics: deletion/insertion variants, rise or torchcam (default: rise; none)")
-    p.add_argument("--step", type=_positive_int, default=None, metavar="PIXELS", help="RISE pixels per step")
+    p.add_argument("--step", type=positive_int, default=None, metavar="PIXELS", help="RISE pixels per step")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default), or Ray Data (pip install 'camrt[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="with --engine ray: a cluster (auto, ray://...); default: a local Ray")
-    p.add_argument("--actors", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--actors", type=positive_int, default=None, metavar="N",
                    help="with --engine ray: explainer actors (default: one per GPU, else 1)")
-    add_backend_arguments(p)
-    p.add_argument("--batch-size", "-b", type=_positive_int, default=64, metavar="N",
-                   help="masked inputs per forward pass, across images (default: 64)")
-    p.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method option, e.g. num_samples=10 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed for sscam (default: 0)")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
-    return value
 
 
 def _metric_variants(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -79,21 +63,9 @@ def _metric_variants(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[s
     return names(args.confidence, tuple(DEFAULT_VARIANTS)), names(args.causal, ("rise",))
 
 
-def _target(value: str, args: argparse.Namespace) -> str | int:
-    if value in ("predicted", "label"):
-        return value
-    from camrt.cli import _resolve_target
-    from camrt.runtime.bundle import Bundle
-
-    index = _resolve_target(value, Bundle.load(args.bundle))
-    if index is None:
-        raise InputError(f"--target: expected predicted, label or a class, got {value!r}")
-    return index
-
-
 def run(args: argparse.Namespace) -> int:
     """Explain DATA into --out; 2 when the index lists bad images, else 0."""
-    from camrt.cli import _backend_options, _parse_options, make_explainer
+    from camrt.runtime.bundle import Bundle
     from camrt.runtime.explain_dataset import explain_dataset
     from camrt.runtime.shards import read_index
 
@@ -103,13 +75,15 @@ def run(args: argparse.Namespace) -> int:
         ray_options["actors"] = args.actors
     if args.engine == "local":
         bundle: Any = make_explainer(args)  # one-line errors for a missing GPU, driver or package
+        target = resolve_target(args.target, bundle.bundle)
     else:
         bundle = args.bundle
+        target = resolve_target(args.target, Bundle.load(args.bundle))
     result = explain_dataset(
-        bundle, args.data, args.out, args.method, args.convention, options=_parse_options(args.option),
-        target=_target(args.target, args), batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
+        bundle, args.data, args.out, args.method, args.convention, options=parse_options(args.option, args.method),
+        target=target, batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
         confidence=confidence, causal=causal, step=args.step, resume=args.resume, workers=args.workers,
-        limit=args.limit, engine=args.engine, backend=args.backend, backend_options=_backend_options(args),
+        limit=args.limit, engine=args.engine, backend=args.backend, backend_options=backend_options(args),
         ray_options=ray_options, progress=not args.quiet,
     )
     rows = read_index(args.out)

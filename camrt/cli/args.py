@@ -1,0 +1,238 @@
+"""The argument groups the subcommands share (method and options, target, backend, output, run) and the one
+reading of each, so a flag means the same in every command."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from camrt.errors import BundleError, CamrtError, InputError, one_line
+from camrt.runtime.backends import BACKEND_NAMES, precisions, runner_options
+from camrt.runtime.bundle import Bundle
+from camrt.runtime.dataset import label_index
+from camrt.runtime.methods import METHODS
+
+TARGETS = ("predicted", "label")
+
+
+class UsageError(Exception):
+    """An argparse error, raised instead of printed so ``main`` reports it on one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are exceptions naming the command's --help."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def add_command(subparsers: Any, name: str, parents: list[argparse.ArgumentParser], help: str,
+                doc: str | None = None, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand's parser, its description the first line of ``doc`` (after ``: ``), with the BUNDLE argument."""
+    description = doc.splitlines()[0].split(": ", 1)[-1].replace("``", "") if doc else None
+    parser = subparsers.add_parser(name, parents=parents, help=help, description=description, **kwargs)
+    parser.add_argument("bundle", metavar="BUNDLE", type=Path, help="a bundle folder (from camrt export)")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------ value types
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------ method and options
+def add_method_arguments(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """--method/-m and --convention/-c (or --methods/-m METHOD[:CONVENTION],...), and -O/--option."""
+    if several:
+        parser.add_argument("--methods", "-m", default="scorecam,scorecam++",
+                            help="comma-separated METHOD[:CONVENTION] (default: scorecam,scorecam++)")
+    else:
+        parser.add_argument("--method", "-m", choices=list(METHODS), default="scorecam", help="default: scorecam")
+        parser.add_argument("--convention", "-c", default="paper",
+                            help="whose implementation to match exactly (default: paper)")
+    parser.add_argument("--option", "-O", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
+                        help="a method option, e.g. num_samples=10 or iscam.num_samples=5 (repeatable)")
+
+
+def option_value(text: str) -> Any:
+    """An option's value: an int, else a float, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(items: Sequence[str], method: str | None = None) -> dict[str, Any]:
+    """``[METHOD.]KEY=VALUE`` strings as options; with ``method`` (single-method commands) a prefix must name it
+    and is dropped, without it keys keep their prefix (``parse_methods`` scopes them)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        prefix, dot, name = key.rpartition(".")
+        if not sep or not name:
+            raise InputError(f"--option: expected [METHOD.]KEY=VALUE, got {item!r}")
+        if dot and method is not None:
+            if prefix != method:
+                raise InputError(f"--option {item}: {prefix!r} is not the method of this run ({method})")
+            key = name
+        options[key] = option_value(value.strip())
+    return options
+
+
+# ------------------------------------------------------------------------------------------ target
+def add_target_argument(parser: argparse.ArgumentParser) -> None:
+    """--target/-t predicted|label|CLASS."""
+    parser.add_argument("--target", "-t", default="predicted", metavar="predicted|label|CLASS",
+                        help="the class to explain: each image's predicted class (default), its label (the "
+                             "ImageFolder subfolder or CSV label), or one class index or name")
+
+
+def resolve_target(value: str, bundle: Bundle) -> str | int:
+    """--target as ``predicted``, ``label`` or a class index in range (an integer, or one of the class names)."""
+    if value in TARGETS:
+        return value
+    classes = bundle.manifest.num_classes
+    try:
+        index = int(value)
+    except ValueError:
+        names = bundle.manifest.class_names or []
+        if value in names:
+            return names.index(value)
+        if not names:
+            raise InputError(f"--target: expected predicted, label, or a class index in [0, {classes}), "
+                             f"got {value!r}") from None
+        close = difflib.get_close_matches(value, names, n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InputError(f"--target: no class named {value!r} in this bundle{hint}") from None
+    if not 0 <= index < classes:
+        raise InputError(f"--target: class index {index} out of range [0, {classes})")
+    return index
+
+
+def image_target(target: str | int, label: str | None, bundle: Bundle, path: Path) -> int | None:
+    """One image's class under a resolved --target: None (predicted), its label's index, or the fixed class."""
+    if target == "predicted":
+        return None
+    if target != "label":
+        return int(target)
+    if label is None:
+        raise InputError(f"{path}: no label (--target label needs an ImageFolder subfolder or a CSV label)")
+    index = label_index(label, bundle)
+    if index is None:
+        raise InputError(f"{path}: label {label!r} is not a class of this bundle")
+    return index
+
+
+# ------------------------------------------------------------------------------------------ backend
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backend, --device, --precision and --threads."""
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="onnxruntime", help="default: onnxruntime")
+    parser.add_argument("--device", default=None, metavar="DEV",
+                        help="cpu, cuda or cuda:N (default: cpu; cuda for the GPU-only backends)")
+    parser.add_argument("--precision", choices=precisions(), default="fp32",
+                        help="GPU backends: engine precision (bf16: torch only; default: fp32)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="T", help="CPU threads of the backend")
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--device, --precision and --threads as the chosen backend's keyword arguments."""
+    return runner_options(args.backend, args.device, args.precision, args.threads)
+
+
+def make_explainer(args: argparse.Namespace) -> Any:
+    """The Explainer for BUNDLE on --backend; a missing GPU, driver or package names the flag that asked for it."""
+    from camrt.runtime.explainer import Explainer
+
+    options = backend_options(args)
+    try:
+        return Explainer(args.bundle, backend=args.backend, **options)
+    except (BundleError, InputError):
+        raise
+    except CamrtError as exc:
+        raise CamrtError(f"--backend {args.backend}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------ output, run, progress
+def add_output_arguments(parser: argparse.ArgumentParser, what: str, resume: str | None = None) -> None:
+    """--out/-o (``what`` says what goes there), --resume when the command can (``resume``: its help), --limit."""
+    parser.add_argument("--out", "-o", required=True, type=Path, help=f"the folder to write {what} to")
+    if resume is not None:
+        parser.add_argument("--resume", action="store_true", help=resume)
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N images")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, batch: str = "masked inputs per forward pass") -> None:
+    """--batch-size/-b, --seed and --quiet/-q."""
+    parser.add_argument("--batch-size", "-b", type=positive_int, default=64, metavar="N",
+                        help=f"{batch} (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed for sscam (default: 0)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser, what: str, resume: str | None = None,
+                         several: bool = False, batch: str = "masked inputs per forward pass") -> None:
+    """The groups every command over images shares: method and options, target, output, backend, run."""
+    add_method_arguments(parser, several)
+    add_target_argument(parser)
+    add_output_arguments(parser, what, resume)
+    add_backend_arguments(parser)
+    add_run_arguments(parser, batch)
+
+
+def prepare_out(out: Path) -> Path:
+    """--out as a folder, created when missing; a one-line error when it is a file."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def progress_bar(total: int, quiet: bool) -> Any:
+    """tqdm over the images on stderr (off with --quiet, or when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", file=sys.stderr, disable=True if quiet else None, dynamic_ncols=True)
+
+
+def passes_postfix(bar: Any, path: Path, every: float = 0.1) -> Callable[[int, int], None]:
+    """A progress callback showing the passes done on this image in the bar, redrawn at most every 0.1 s."""
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= every:
+            last[0] = now
+            bar.set_postfix_str(f"{path.name}: {done}/{total} passes", refresh=True)
+
+    return progress
+
+
+def image_error(path: Path, exc: BaseException | str) -> str:
+    """A bad image's one-line message, starting with its path."""
+    message = exc if isinstance(exc, str) else one_line(exc)
+    return message if message.startswith(str(path)) else f"{path}: {message}"
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"camrt: warning: {message}", file=sys.stderr)
