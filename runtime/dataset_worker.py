@@ -6,7 +6,6 @@ Ray Data batches. Both write the rows the same way (``shards.ShardWriter``), so 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,9 +16,9 @@ from camrt.errors import InputError
 from camrt.runtime.dataset import label_index
 from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import get_convention
-from camrt.runtime.metrics.causal import causal_curves, get_variant
-from camrt.runtime.metrics.confidence import average_drop, explanation_scores, increase_in_confidence, parse_variant
+from camrt.runtime.metrics.registry import Metrics, family
 from camrt.runtime.prefetch import Decoded
+from camrt.runtime.records import cost_fields, error_record, ok_record
 from camrt.runtime.stream import Explained, Image, OnBatch, explain_stream
 
 METRIC_GROUP = 4  # finished images scored together by the metrics: enough to fill their batches
@@ -47,14 +46,18 @@ class DatasetSpec:
             raise InputError(f"--target: expected predicted, label or a class index, got {self.target!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch_size: must be a positive integer, got {self.batch_size!r}")
-        for name in self.confidence:
-            parse_variant(name)
-        for name in self.causal:
-            get_variant(name, self.step)
+        for name, names in self.metric_variants.items():
+            family(name).variants(names, self.step)
 
     @property
     def metrics(self) -> bool:
+        """Whether the run scores the maps."""
         return bool(self.confidence or self.causal)
+
+    @property
+    def metric_variants(self) -> dict[str, tuple[str, ...]]:
+        """The variant names to measure, by metric family (``metrics.registry``)."""
+        return {"confidence": self.confidence, "causal": self.causal}
 
     def config(self) -> dict[str, Any]:
         """The settings that make two runs' rows comparable (--resume refuses to mix others). The batch size and
@@ -81,9 +84,7 @@ class DatasetWorker:
         spec.check()
         self.explainer, self.spec = explainer, spec
         self.bundle = explainer.bundle
-        self.confidence = [parse_variant(v) for v in spec.confidence]
-        self.causal = [get_variant(c, spec.step) for c in spec.causal]
-        self._zero_logits: np.ndarray | None = None
+        self.metrics = Metrics(explainer.runner, spec.batch_size, spec.metric_variants, spec.step)  # one cache a run
         if isinstance(spec.target, int) and not 0 <= spec.target < self.bundle.manifest.num_classes:
             raise InputError(f"--target: class index {spec.target} out of range "
                              f"[0, {self.bundle.manifest.num_classes})")
@@ -97,11 +98,11 @@ class DatasetWorker:
         def images() -> Iterator[Image]:
             for item in decoded:
                 if item.error is not None:
-                    waiting.append(Record(self._base(item, "error", item.error)))
+                    waiting.append(self._error(item, item.error))
                     continue
                 target, problem = self._target(item)
                 if problem is not None:
-                    waiting.append(Record(self._base(item, "error", problem)))
+                    waiting.append(self._error(item, problem))
                     continue
                 meta[item.index] = Decoded(item.index, item.path, item.label, None)
                 yield Image(item.index, item.x, target)  # type: ignore[arg-type]
@@ -138,61 +139,30 @@ class DatasetWorker:
             return None, f"{item.path}: label {item.label!r} is not a class of this bundle"
         return index, None
 
-    def _base(self, item: Decoded, status: str, error: str | None = None) -> dict[str, Any]:
-        return {"index": item.index, "path": str(item.path), "label": item.label, "status": status, "error": error}
+    def _error(self, item: Decoded, error: str) -> Record:
+        """A bad image's index row: ``records.error_record`` with the dataset index and label."""
+        return Record({"index": item.index, **error_record(item.path, error), "label": item.label})
 
     def _record(self, item: Decoded, result: Explained, metrics: dict[str, Any] | None = None) -> Record:
+        """The index row: ``records.ok_record`` (or ``error_record``) with the dataset index and label."""
         if result.status != "ok":
-            return Record(self._base(item, "error", f"{item.path}: {result.error}"))
-        names = self.bundle.manifest.class_names
-        row = self._base(item, "ok")
-        row.update({
-            "target": result.target,
-            "target_name": names[result.target] if names else None,
-            "predicted": result.predicted,
-            "score": round(result.prob, 8),
-            "logit": round(result.logit, 6),
-            "passes": result.passes_run,
-            "passes_saved": result.passes_saved,
-            "seconds": round(result.seconds, 4),
-            **(metrics or {}),
-        })
-        return Record(row, result.saliency, result.weights)
+            return self._error(item, f"{item.path}: {result.error}")
+        costs = cost_fields(result.passes_run, result.passes_saved, result.seconds)
+        row = ok_record(item.path, result.target, result.logits, self.bundle.class_name,  # type: ignore[arg-type]
+                        **costs, **(metrics or {}))
+        return Record({"index": item.index, **row, "label": item.label}, result.saliency, result.weights)
 
     def _with_metrics(self, scored: list[tuple[Decoded, Explained]]) -> Iterator[Record]:
-        """Average Drop / Increase in Confidence and deletion / insertion for finished images, batched together."""
-        runner, batch = self.explainer.runner, self.spec.batch_size
-        started = time.perf_counter()
+        """The metric columns of finished images, measured together (the metric families of ``metrics.registry``)."""
         x = np.stack([r.x for _, r in scored])  # type: ignore[misc]
         saliency = np.stack([r.saliency for _, r in scored])[None]  # type: ignore[misc]
-        targets = np.array([r.target for _, r in scored])
-        logits = np.stack([r.logits for _, r in scored])  # type: ignore[misc]
+        measured = self.metrics.measure(x, saliency, np.array([r.target for _, r in scored]),
+                                        np.stack([r.logits for _, r in scored]))  # type: ignore[misc]
         n = len(scored)
-        columns: list[dict[str, Any]] = [{} for _ in scored]
-        passes = 0
-        if self.confidence:
-            scores = explanation_scores(runner, x, saliency, targets, [v.keep for v in self.confidence], batch)
-            passes += len(scores) * n
-            clean = {"prob": np.array([r.prob for _, r in scored]), "logit": np.array([r.logit for _, r in scored])}
-            for v in self.confidence:
-                y, o = clean[v.score], scores[v.keep][0 if v.score == "logit" else 1][0]
-                drop, increase = average_drop(y, o), increase_in_confidence(y, o)
-                for b in range(n):
-                    columns[b].update({f"o_{v.name}": float(o[b]), f"average_drop_{v.name}": float(drop[b]),
-                                       f"increase_{v.name}": float(increase[b])})
-        if self.causal and self._zero_logits is None:
-            self._zero_logits = np.asarray(runner.logits(np.zeros((1, *x.shape[1:]), np.float32)))[0]
-            passes += 1
-        for variant in self.causal:
-            curves = causal_curves(runner, x, saliency, logits, variant, batch, zero_logits=self._zero_logits)
-            passes += curves.passes
-            for b in range(n):
-                columns[b].update({f"deletion_auc_{variant.name}": float(curves.deletion_auc[0, b]),
-                                   f"insertion_auc_{variant.name}": float(curves.insertion_auc[0, b])})
-        seconds = (time.perf_counter() - started) / n
+        passes, seconds = sum(measured.passes.values()) / n, sum(measured.seconds.values()) / n
         for b, (item, result) in enumerate(scored):
-            columns[b].update({"metric_passes": round(passes / n, 3), "metric_seconds": round(seconds, 4)})
-            yield self._record(item, result, columns[b])
+            columns = {**measured.row(0, b), "metric_passes": round(passes, 3), "metric_seconds": round(seconds, 4)}
+            yield self._record(item, result, columns)
 
 
 def _take(waiting: list[Record]) -> Iterator[Record]:

@@ -6,9 +6,9 @@ a long run can be resumed from the records already written.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,14 +16,10 @@ import numpy as np
 from camrt.errors import InputError
 from camrt.runtime.explainer import Explainer, Explanation, Progress
 from camrt.runtime.methods import METHODS, get_convention, option_names
-from camrt.runtime.metrics.causal import CausalCurves, CausalVariant, causal_curves, get_variant
-from camrt.runtime.metrics.confidence import (
-    DEFAULT_VARIANTS,
-    ConfidenceVariant,
-    explanation_scores,
-    parse_variant,
-)
-from camrt.runtime.metrics.scoring import class_scores
+from camrt.runtime.metrics.causal import CausalCurves, CausalVariant
+from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS, ConfidenceValues, ConfidenceVariant
+from camrt.runtime.metrics.registry import Measured, Metrics
+from camrt.runtime.records import ClassName, cost_fields, ok_record
 
 
 @dataclass(frozen=True)
@@ -92,20 +88,22 @@ class Evaluation:
     predicted: np.ndarray  # (N,) the class predicted on the clean image (scored by deletion / insertion)
     logits: np.ndarray  # (N, classes) of the clean images
     explanations: list[Explanation]  # one per method
-    confidence: dict[str, tuple[ConfidenceVariant, np.ndarray, np.ndarray]]  # name: (variant, Y (N,), O (M, N))
+    confidence: dict[str, ConfidenceValues]  # name: (variant, Y (N,), O (M, N))
     causal: dict[str, CausalCurves]
     passes: dict[str, int] = field(default_factory=dict)  # metric passes run in this call, by metric
     seconds: dict[str, float] = field(default_factory=dict)
+    measured: Measured | None = None  # every family's per-image values (the columns of the records)
 
     @property
     def saliency(self) -> np.ndarray:
         """(M, N, H, W)."""
         return np.stack([e.saliency for e in self.explanations])
 
-    def records(self, class_name: Any = None) -> list[dict[str, Any]]:
-        """Per image: target, prediction, clean scores, and per method its passes and metric values."""
+    def records(self, class_name: ClassName | None = None,
+                paths: Sequence[str | Path] | None = None) -> list[dict[str, Any]]:
+        """Per image the record of README "Per-image records" (``paths`` give its ``path``); per method, under
+        ``methods``, its passes, seconds, metric columns and curves."""
         n = self.targets.shape[0]
-        logit, prob = class_scores(self.logits, self.targets)
         out = []
         for b in range(n):
             methods = {}
@@ -116,31 +114,18 @@ class Evaluation:
                     "convention": spec.convention,
                     "options": dict(spec.options),
                     # passes of a multi-image call are shared; per image they are the call's over n
-                    "passes_run": e.passes_run / n,
-                    "passes_saved": e.passes_saved / n,
-                    "seconds": e.seconds / n,
-                    "confidence": {name: float(o[mi, b]) for name, (_, _, o) in self.confidence.items()},
-                    "causal": {
-                        name: {
-                            "deletion_auc": float(c.deletion_auc[mi, b]),
-                            "insertion_auc": float(c.insertion_auc[mi, b]),
-                            "deletion": [float(v) for v in c.deletion[mi, b]],
-                            "insertion": [float(v) for v in c.insertion[mi, b]],
-                        }
-                        for name, c in self.causal.items()
-                    },
+                    **cost_fields(e.passes_run / n, e.passes_saved / n, e.seconds / n),
+                    **(self.measured.row(mi, b) if self.measured else {}),
+                    "curves": self.measured.curve_lists(mi, b) if self.measured else {},
                 }
-            target, predicted = int(self.targets[b]), int(self.predicted[b])
-            out.append({
-                "status": "ok",
-                "target": target,
-                "predicted": predicted,
-                **({"target_name": class_name(target), "predicted_name": class_name(predicted)} if class_name else {}),
-                "score": {"prob": float(prob[b]), "logit": float(logit[b])},
-                "methods": methods,
-                "metric_passes": {k: v / n for k, v in self.passes.items()},
-                "metric_seconds": {k: v / n for k, v in self.seconds.items()},
-            })
+            out.append(ok_record(
+                None if paths is None else paths[b], int(self.targets[b]), self.logits[b], class_name,
+                methods=methods,
+                metric_passes=sum(self.passes.values()) / n,
+                metric_seconds=round(sum(self.seconds.values()) / n, 4),
+                metric_passes_by_metric={k: v / n for k, v in self.passes.items()},
+                metric_seconds_by_metric={k: v / n for k, v in self.seconds.items()},
+            ))
         return out
 
 
@@ -160,12 +145,21 @@ class Evaluator:
         batch_size: int = 64,
     ) -> None:
         self.explainer = explainer
-        self.confidence = [parse_variant(v) for v in confidence]
-        self.causal: list[CausalVariant] = [get_variant(name, step) for name in dict.fromkeys(causal)]
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
-        self._zero_logits: np.ndarray | None = None  # the all-zero image's logits: one pass per Evaluator
+        # one cache for every evaluate() call: the all-zero image is scored once per Evaluator
+        self.metrics = Metrics(explainer.runner, batch_size, {"confidence": confidence, "causal": causal}, step)
+
+    @property
+    def confidence(self) -> list[ConfidenceVariant]:
+        """The Average Drop / Increase in Confidence variants measured."""
+        return self.metrics.variants["confidence"]
+
+    @property
+    def causal(self) -> list[CausalVariant]:
+        """The deletion / insertion variants measured."""
+        return self.metrics.variants["causal"]
 
     def evaluate(
         self,
@@ -178,7 +172,7 @@ class Evaluator:
         """Explain x (N, 3, H, W) with every method, then run every metric's perturbed inputs through the engine."""
         if not methods:
             raise InputError("methods: name at least one method")
-        explanations, passes, seconds = [], {}, {}
+        explanations = []
         clean = self.explainer.clean_pass(x, self.batch_size)  # one clean pass serves every method
         for spec in methods:
             explanations.append(self.explainer.explain(
@@ -186,33 +180,11 @@ class Evaluator:
                 progress=progress, clean=clean, **dict(spec.options),
             ))
         first = explanations[0]
-        x = np.ascontiguousarray(x if x.ndim == 4 else x[None], dtype=np.float32)
-        saliency = np.stack([e.saliency for e in explanations])
-        runner = self.explainer.runner
-        started = time.perf_counter()
-        scores = explanation_scores(
-            runner, x, saliency, first.targets, keeps=[v.keep for v in self.confidence], batch_size=self.batch_size,
-        )
-        clean_logit, clean_prob = class_scores(first.logits, first.targets)
-        confidence = {}
-        for v in self.confidence:
-            o_logit, o_prob = scores[v.keep]
-            confidence[v.name] = (v, clean_prob if v.score == "prob" else clean_logit,
-                                  o_prob if v.score == "prob" else o_logit)
-        passes["confidence"] = len(scores) * saliency.shape[0] * saliency.shape[1]
-        seconds["confidence"] = time.perf_counter() - started
-        causal = {}
-        if self.causal and self._zero_logits is None:
-            self._zero_logits = np.asarray(runner.logits(np.zeros((1, *x.shape[1:]), np.float32)))[0]
-            passes["zero image"] = 1
-        for variant in self.causal:
-            started = time.perf_counter()
-            causal[variant.name] = causal_curves(runner, x, saliency, first.logits, variant, self.batch_size,
-                                                 zero_logits=self._zero_logits)
-            passes[f"causal:{variant.name}"] = causal[variant.name].passes
-            seconds[f"causal:{variant.name}"] = time.perf_counter() - started
+        x = x if x.ndim == 4 else x[None]
+        measured = self.metrics.measure(x, np.stack([e.saliency for e in explanations]), first.targets, first.logits)
         return Evaluation(
             methods=list(methods), targets=first.targets, predicted=first.logits.argmax(axis=1),
-            logits=first.logits, explanations=explanations, confidence=confidence, causal=causal,
-            passes=passes, seconds=seconds,
+            logits=first.logits, explanations=explanations, confidence=measured.results.get("confidence", {}),
+            causal=measured.results.get("causal", {}), passes=measured.passes, seconds=measured.seconds,
+            measured=measured,
         )

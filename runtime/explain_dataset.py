@@ -8,7 +8,6 @@ pipeline runs on Ray Data with ``engine="ray"`` (``ray_engine``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -20,14 +19,14 @@ from typing import Any
 
 from camrt._version import __version__
 from camrt.errors import InputError
+from camrt.runtime.atomic import write_text
 from camrt.runtime.dataset import Item, discover
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
 from camrt.runtime.explainer import Explainer
-from camrt.runtime.overlay import atomic_write
 from camrt.runtime.prefetch import decode_ahead
+from camrt.runtime.run_folder import open_run, run_config
 from camrt.runtime.shards import INDEX, SHARDS, ShardWriter
 
-RUN = "run.json"
 SUMMARY = "summary.json"
 ENGINES = ("local", "ray")
 
@@ -53,7 +52,7 @@ class DatasetRun:
     def summary(self) -> dict[str, Any]:
         return {"camrt_version": __version__, "total": self.total, "skipped_done": self.skipped_done,
                 "explained": self.explained, "failed": self.failed, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 4), "passes": self.passes,
+                "images_per_second": round(self.images_per_second, 4), "passes_run": self.passes,
                 "engine": self.engine, "errors": [{"path": p, "error": e} for p, e in self.errors]}
 
 
@@ -101,7 +100,7 @@ def explain_dataset(
         explainer = Explainer(Path(bundle), backend=backend, **(backend_options or {}))  # type: ignore[arg-type]
     bundle_root = explainer.bundle.root if explainer is not None else Path(bundle)  # type: ignore[arg-type]
     items = [Item(Path(os.path.abspath(i.path)), i.label) for i in discover(data)[:limit]]  # resume: one key
-    out = _prepare(Path(out), _config(bundle_root, spec), resume)
+    out = open_run(out, run_config(bundle_root, spec.config()), resume, results=(INDEX, f"{SHARDS}/shard-*"))
     writer = ShardWriter(out, shard_size)
     done = writer.done_paths
     todo = [(index, item) for index, item in enumerate(items) if str(item.path) not in done]
@@ -132,8 +131,7 @@ def explain_dataset(
         writer.commit()
         writer.write_index()
         run.seconds = time.perf_counter() - started
-        payload = (json.dumps(run.summary(), indent=2) + "\n").encode()
-        atomic_write(out / SUMMARY, lambda handle: handle.write(payload))
+        write_text(out / SUMMARY, json.dumps(run.summary(), indent=2) + "\n")
     return run
 
 
@@ -141,42 +139,10 @@ def _count(run: DatasetRun, record: Record) -> None:
     row = record.row
     if row["status"] == "ok":
         run.explained += 1
-        run.passes += int(row["passes"])
+        run.passes += int(row["passes_run"])
     else:
         run.failed += 1
         run.errors.append((row["path"], row["error"]))
-
-
-def _config(bundle_root: Path, spec: DatasetSpec) -> dict[str, Any]:
-    """What makes two runs' rows comparable: the bundle's files and the spec."""
-    from camrt.runtime.bundle import Bundle
-
-    files = json.dumps(Bundle.load(bundle_root).manifest.files, sort_keys=True).encode()
-    return {"bundle_sha256": hashlib.sha256(files).hexdigest(), **spec.config()}
-
-
-def _prepare(out: Path, config: dict[str, Any], resume: bool) -> Path:
-    """Create ``out``, or check it holds a run with the same settings (resume), or refuse to mix two runs."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a directory")
-    run_path = out / RUN
-    has_results = run_path.exists() or (out / INDEX).exists() or any((out / SHARDS).glob("shard-*"))
-    if has_results and not resume:
-        raise InputError(f"--out: {out} already has results; add --resume to continue them, or choose another folder")
-    if resume and run_path.exists():
-        try:
-            previous = json.loads(run_path.read_text())
-        except ValueError:
-            raise InputError(f"--resume: {run_path} is not valid JSON") from None
-        changed = [k for k in config if previous.get(k) != json.loads(json.dumps(config[k]))]
-        if changed:
-            raise InputError(f"--resume: {out} was made with other settings ({', '.join(changed)}); "
-                             "use the same ones or another --out")
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    payload = (json.dumps({"camrt_version": __version__, **config}, indent=2) + "\n").encode()
-    atomic_write(run_path, lambda handle: handle.write(payload))
-    return out
 
 
 def _bar(total: int, initial_done: int, enabled: bool) -> Any:

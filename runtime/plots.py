@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from camrt.errors import CamrtError
-from camrt.runtime.overlay import atomic_write, overlay
+from camrt.runtime.atomic import atomic_write
+from camrt.runtime.overlay import overlay
 
 
 def plot_curves(summary: dict[str, Any], variant: str, path: str | Path) -> Path:

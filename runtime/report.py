@@ -2,104 +2,62 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from camrt.runtime.metrics.causal import CausalVariant
-from camrt.runtime.metrics.confidence import ConfidenceVariant, average_drop, increase_in_confidence
-from camrt.runtime.metrics.win import win_multiway, win_pairwise
+from camrt.runtime.metrics.base import mean
+from camrt.runtime.metrics.registry import summarize as summarize_metrics
+from camrt.runtime.records import to_csv
+
+METHOD_KEYS = ("method", "convention", "options", "curves")  # a method entry's keys that are not CSV columns
 
 
-def _o_and_y(records: Sequence[dict], labels: Sequence[str], variant: ConfidenceVariant) -> tuple[np.ndarray, ...]:
-    y = np.array([r["score"][variant.score] for r in records], dtype=np.float64)
-    o = np.array([[r["methods"][m]["confidence"][variant.name] for r in records] for m in labels], dtype=np.float64)
-    return y, o.reshape(len(labels), len(records))
+def _values(done: Sequence[dict], labels: Sequence[str]) -> Callable[[str], np.ndarray]:
+    """Per-image values by column or curve name, (M, N) or (M, N, P), from the methods' entries of the records."""
 
+    def values(name: str) -> np.ndarray:
+        entries = [[r["methods"][m] for r in done] for m in labels]
+        return np.array([[e[name] if name in e else e["curves"][name] for e in row] for row in entries],
+                        dtype=np.float64)  # None (an image without a value) is NaN
 
-def _mean(values: np.ndarray) -> float | None:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else None
+    return values
 
 
 def summarize(
     records: Sequence[dict],
     labels: Sequence[str],
-    confidence: Sequence[ConfidenceVariant],
-    causal: Sequence[CausalVariant],
+    variants: Mapping[str, Sequence[Any]],
     pixels: int,
 ) -> dict[str, Any]:
-    """The summary of the evaluated images (status ok): one row per metric and variant, one value per method.
-
-    pixels: H * W of the model input (the curves' abscissa depends on it).
-    """
+    """The summary of the evaluated images (status ok) from their records' per-image values, nothing recomputed:
+    one row per metric and variant (``variants`` by family), one value per method; pixels: H * W of the input."""
     done = [r for r in records if r.get("status") == "ok"]
-    rows: list[dict[str, Any]] = []
-    pairwise: dict[str, dict[str, dict[str, float]]] = {}
-    curves: dict[str, Any] = {}
-    if done:
-        for v in confidence:
-            y, o = _o_and_y(done, labels, v)
-            drop, increase = average_drop(y[None], o), increase_in_confidence(y[None], o)
-            win = win_multiway(o)
-            rows += [
-                _row("Average Drop %", v.name, v.description, "lower", labels, [_mean(d) for d in drop],
-                     skipped=[int(np.isnan(d).sum()) for d in drop]),
-                _row("Increase in Confidence %", v.name, v.description, "higher", labels, [_mean(i) for i in increase]),
-                _row("Win % (multi-way)", v.name, "each image to the method with the largest O (first wins ties)",
-                     "higher", labels, [float(w) for w in win]),
-            ]
-            table = win_pairwise(o)
-            pairwise[v.name] = {a: {b: float(table[i, j]) for j, b in enumerate(labels) if j != i}
-                                for i, a in enumerate(labels)}
-        for c in causal:
-            per = {m: [r["methods"][m]["causal"][c.name] for r in done] for m in labels}
-            for curve, better in (("deletion", "lower"), ("insertion", "higher")):
-                values = [_mean(np.array([p[f"{curve}_auc"] for p in per[m]])) for m in labels]
-                rows.append(_row(f"{curve.capitalize()} AUC", c.name, c.description, better, labels, values))
-            curves[c.name] = {
-                "x": c.x_axis(pixels).tolist(),
-                **{curve: {m: np.mean([p[curve] for p in per[m]], axis=0).tolist() for m in labels}
-                   for curve in ("deletion", "insertion")},
-            }
+    metrics = summarize_metrics(variants, _values(done, labels), labels, pixels)
     cost = {
         m: {
-            "explain_passes_per_image": _mean(np.array([r["methods"][m]["passes_run"] for r in done])),
-            "explain_passes_saved_per_image": _mean(np.array([r["methods"][m]["passes_saved"] for r in done])),
-            "explain_seconds_per_image": _mean(np.array([r["methods"][m]["seconds"] for r in done])),
+            "explain_passes_per_image": mean(np.array([r["methods"][m]["passes_run"] for r in done])),
+            "explain_passes_saved_per_image": mean(np.array([r["methods"][m]["passes_saved"] for r in done])),
+            "explain_seconds_per_image": mean(np.array([r["methods"][m]["seconds"] for r in done])),
         }
         for m in labels
     }
-    metric_passes = sorted({k for r in done for k in r.get("metric_passes", {})})
+    by_metric = sorted({k for r in done for k in r.get("metric_passes_by_metric", {})})
     return {
         "images": len(records),
         "evaluated": len(done),
         "skipped": len(records) - len(done),
         "methods": list(labels),
-        "metrics": rows,
-        "pairwise_win": pairwise,
+        "metrics": metrics.pop("metrics"),
+        "pairwise_win": {},
         "cost": cost,
-        "metric_passes_per_image": {k: _mean(np.array([r["metric_passes"].get(k, 0.0) for r in done]))
-                                    for k in metric_passes},
-        "curves": curves,
-        "variants": {
-            **{v.name: v.description for v in confidence},
-            **{c.name: c.description for c in causal},
-        },
+        "metric_passes_per_image": {k: mean(np.array([r["metric_passes_by_metric"].get(k, 0.0) for r in done]))
+                                    for k in by_metric},
+        "curves": {},
+        **metrics,
     }
-
-
-def _row(metric: str, variant: str, description: str, better: str, labels: Sequence[str],
-         values: Sequence[float | None], skipped: Sequence[int] | None = None) -> dict[str, Any]:
-    row = {"metric": metric, "variant": variant, "description": description, "better": better,
-           "values": dict(zip(labels, values, strict=True))}
-    if skipped and any(skipped):
-        row["images_without_value"] = dict(zip(labels, skipped, strict=True))
-    return row
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -143,41 +101,22 @@ def _saved(cost: dict[str, float | None]) -> str:
     return f" ({_count(saved)} saved)" if saved else ""
 
 
-def csv_rows(records: Sequence[dict], labels: Sequence[str], confidence: Sequence[ConfidenceVariant],
-             causal: Sequence[CausalVariant]) -> list[dict[str, Any]]:
-    """One row per (image, method), one per skipped image; the metric columns named after their variants."""
+def csv_rows(records: Sequence[dict], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """metrics.csv: one row per (image, method), one per bad image: the record's image fields, then the method's
+    passes, seconds and metric columns (the names index.csv uses), as the records hold them."""
     rows = []
     for r in records:
-        base = {k: r.get(k, "") for k in ("index", "file", "label", "status", "error")}
+        image = {k: v for k, v in r.items() if k not in ("methods", "metric_passes_by_metric",
+                                                          "metric_seconds_by_metric")}
         if r.get("status") != "ok":
-            rows.append(base)
+            rows.append(image)
             continue
-        base.update({k: r.get(k, "") for k in ("target", "target_name", "predicted", "predicted_name")})
-        base.update({"y_prob": r["score"]["prob"], "y_logit": r["score"]["logit"]})
         for m in labels:
             entry = r["methods"][m]
-            row = {**base, "method": m}
-            for v in confidence:
-                y, o = r["score"][v.score], entry["confidence"][v.name]
-                row[f"o_{v.name}"] = o
-                row[f"average_drop_{v.name}"] = float(average_drop(np.array([y]), np.array([o]))[0])
-                row[f"increase_{v.name}"] = float(increase_in_confidence(np.array([y]), np.array([o]))[0])
-                row[f"change_{v.name}"] = o - y  # pytorch-grad-cam's CamMultImageConfidenceChange
-            for c in causal:
-                row[f"deletion_auc_{c.name}"] = entry["causal"][c.name]["deletion_auc"]
-                row[f"insertion_auc_{c.name}"] = entry["causal"][c.name]["insertion_auc"]
-            row.update({k: entry[k] for k in ("passes_run", "passes_saved", "seconds")})
-            rows.append(row)
+            rows.append({"method": m, **{k: v for k, v in entry.items() if k not in METHOD_KEYS}, **image})
     return rows
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows as CSV text, the columns in first-seen order."""
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+def metrics_csv(records: Sequence[dict], labels: Sequence[str]) -> str:
+    """metrics.csv's text: :func:`csv_rows` in the per-image record's column order."""
+    return to_csv(csv_rows(records, labels), first=("index", "method"), last=("label",))

@@ -5,7 +5,7 @@ Layout of OUT::
     run.json                    the settings (--resume refuses other ones)
     shards/shard-000000.npz     index (n,) int64, saliency (n, H, W) float16, weights (n, K) float32, target (n,)
     shards/shard-000000.csv     the index rows of that shard, and of the bad images met since the last shard
-    index.csv                   every row, by dataset order: written when the run ends
+    index.csv                   every row, by dataset order: written when the run ends (README "Per-image records")
 
 A shard is committed in two steps: its .npz is renamed into place, then its .csv. The .csv is the commit mark:
 an .npz without one (a crash between the two renames) is deleted on --resume and its images are done again.
@@ -15,7 +15,6 @@ Nothing is ever appended to, so a crash leaves only whole files. numpy reads the
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -24,12 +23,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from camrt.runtime.overlay import atomic_write
+from camrt.runtime.atomic import atomic_write
+from camrt.runtime.records import to_csv
 
 SHARDS = "shards"
 INDEX = "index.csv"
-COLUMNS = ("index", "path", "label", "status", "error", "shard", "row", "target", "target_name", "predicted",
-           "score", "logit", "passes", "passes_saved", "seconds")
+FIRST = ("index",)  # then records.FIELDS, then the metric columns (with --metrics), then LAST
+LAST = ("label", "shard", "row")
 _SHARD = re.compile(r"^shard-(\d{6})\.(npz|csv)$")
 
 
@@ -44,16 +44,9 @@ def _durable(write: Callable[[BinaryIO], object]) -> Callable[[BinaryIO], None]:
     return run
 
 
-def rows_to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = ()) -> str:
-    """Rows as CSV text: ``columns`` first, then any others in first-seen order; missing cells empty."""
-    names: dict[str, None] = dict.fromkeys(columns)
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(names), restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Index rows as CSV text, in the column order of the per-image record (``records.to_csv``)."""
+    return to_csv(rows, FIRST, LAST)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -124,7 +117,7 @@ class ShardWriter:
             saliency, weights = np.stack(self._maps), np.stack(self._weights)
             atomic_write(self.folder / f"{name}.npz", _durable(lambda handle: np.savez(
                 handle, index=index, saliency=saliency, weights=weights, target=target)))
-        text = rows_to_csv(self._rows, COLUMNS).encode()
+        text = rows_to_csv(self._rows).encode()
         atomic_write(self.folder / f"{name}.csv", _durable(lambda handle: handle.write(text)))
         self.committed.extend({k: "" if v is None else str(v) for k, v in row.items()} for row in self._rows)
         self.next_shard += 1
@@ -133,7 +126,7 @@ class ShardWriter:
     def write_index(self) -> Path:
         """index.csv: every committed row, in dataset order (atomic)."""
         rows = sorted(self.committed, key=lambda row: int(row["index"]))
-        text = rows_to_csv(rows, COLUMNS).encode()
+        text = rows_to_csv(rows).encode()
         return atomic_write(self.out / INDEX, _durable(lambda handle: handle.write(text)))
 
 

@@ -79,7 +79,8 @@ def test_stream_equals_explain_on_the_stack(explainer, method, convention, optio
 
 
 def test_stream_window_is_bounded_by_the_batch(explainer) -> None:
-    """Rule 4: however long the stream, at most batch_size + 1 images are in flight (pulled, not yet given back)."""
+    """Memory is bounded by the batch: however long the stream, at most batch_size + 1 images are in flight
+    (pulled, not yet given back)."""
     rng = np.random.default_rng(0)
     pulled = [0]
 
@@ -169,6 +170,30 @@ def test_per_image_metrics_equal_the_evaluator(tiny_bundle, explainer, tmp_path)
     curves = evaluation.causal["rise"]
     np.testing.assert_allclose([float(r["deletion_auc_rise"]) for r in rows], curves.deletion_auc[0], rtol=1e-5)
     np.testing.assert_allclose([float(r["insertion_auc_rise"]) for r in rows], curves.insertion_auc[0], rtol=1e-5)
+
+
+def test_dataset_worker_scores_the_zero_image_once_per_run(tiny_bundle, explainer) -> None:
+    """Metric groups of METRIC_GROUP images share one cache: the all-zero image is one pass for the whole run."""
+    from camrt.runtime.dataset_worker import METRIC_GROUP, DatasetSpec, DatasetWorker
+    from camrt.runtime.prefetch import Decoded
+
+    zero = [0]
+
+    class Counter:
+        def __init__(self, inner) -> None:
+            self.inner = inner
+
+        def logits(self, batch):
+            zero[0] += batch.shape[0] == 1 and not batch.any()
+            return self.inner.logits(batch)
+
+    worker = DatasetWorker(explainer, DatasetSpec(confidence=("prob-full",), causal=("rise", "torchcam"),
+                                                  batch_size=16))
+    worker.metrics.cache.runner = Counter(explainer.runner)  # type: ignore[assignment]
+    x = np.random.default_rng(4).standard_normal((3 * METRIC_GROUP, 3, 32, 32)).astype(np.float32)
+    records = list(worker.process(Decoded(i, Path(f"{i}.png"), None, x[i]) for i in range(len(x))))
+    assert [r.row["status"] for r in records] == ["ok"] * len(x)
+    assert zero[0] == 1
 
 
 # ---------------------------------------------------------------------------------------------- crashes and resume

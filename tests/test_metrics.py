@@ -268,9 +268,9 @@ def test_evaluator_records_every_method_metric_and_variant(model_and_explainer):
     records = result.records()
     assert len(records) == 2
     entry = records[0]["methods"]["scorecam:torchcam"]
-    assert set(entry["confidence"]) == {"prob-full", "prob-top50", "logit-full"}
-    assert set(entry["causal"]) == {"rise", "torchcam"}
-    assert len(entry["causal"]["rise"]["deletion"]) == 29 and len(entry["causal"]["torchcam"]["deletion"]) == 21
+    assert {k[2:] for k in entry if k.startswith("o_")} == {"prob-full", "prob-top50", "logit-full"}
+    assert {k[len("deletion_auc_"):] for k in entry if k.startswith("deletion_auc_")} == {"rise", "torchcam"}
+    assert len(entry["curves"]["deletion_rise"]) == 29 and len(entry["curves"]["deletion_torchcam"]) == 21
     # the confidence scores are those of the maps the explainer gives
     o_logit, o_prob = explanation_scores(explainer.runner, x, result.saliency, result.targets)[None]
     np.testing.assert_allclose(result.confidence["prob-full"][2], o_prob, rtol=RTOL)
@@ -279,6 +279,33 @@ def test_evaluator_records_every_method_metric_and_variant(model_and_explainer):
     again = evaluator.evaluate(x[:1], specs)
     assert "zero image" not in again.passes  # the all-zero image is scored once per Evaluator
     np.testing.assert_allclose(again.causal["rise"].deletion_auc, result.causal["rise"].deletion_auc[:, :1])
+
+
+class _ZeroCounter(_CountingRunner):
+    """Counts the passes of the all-zero image (a batch of one image, every value 0)."""
+
+    def __init__(self, runner) -> None:
+        super().__init__(runner)
+        self.zero = 0
+
+    def logits(self, images):
+        self.zero += images.shape[0] == 1 and not images.any()
+        return super().logits(images)
+
+
+def test_the_zero_image_is_scored_once_per_run_across_both_families(model_and_explainer):
+    """One metric cache per Evaluator: both families over two evaluate() calls score the all-zero image once, and
+    every metric pass the evaluations report went through the cache's runner."""
+    _, explainer = model_and_explainer
+    evaluator = Evaluator(explainer, ("prob-full", "logit-top50"), ("rise", "torchcam"), batch_size=16)
+    counter = _ZeroCounter(explainer.runner)
+    evaluator.metrics.cache.runner = counter
+    specs = parse_methods("scorecam,scorecam++")
+    first, second = (evaluator.evaluate(images(n, _seed()), specs) for n in (2, 3))
+    assert counter.zero == 1
+    assert first.passes["zero image"] == 1 and "zero image" not in second.passes
+    assert first.passes["blurred image"] == 2 and second.passes["blurred image"] == 3  # rise only; per image
+    assert sum(first.passes.values()) + sum(second.passes.values()) == sum(counter.batches)
 
 
 def test_parse_methods_scopes_options_and_rejects_mistakes():

@@ -11,14 +11,19 @@ one pass for every image and method; the blurred image is one pass per image for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from camrt.errors import InputError
 from camrt.runtime.backends.base import Runner
+from camrt.runtime.metrics.base import MetricBatch, MetricCache, SummaryRows, Values, mean, summary_row
 from camrt.runtime.metrics.scoring import Progress, class_scores, score_jobs
+
+NAME = "causal"
+CURVES = ("deletion", "insertion")
 
 Substrate = Literal["blur", "zeros"]
 Auc = Literal["rise", "trapezoid"]
@@ -146,6 +151,24 @@ def saliency_ranks(saliency: np.ndarray) -> np.ndarray:
     return ranks
 
 
+class Blurred(NamedTuple):
+    """RISE's substrate of N images, (N, C, H, W), and the (logit, probability) of each one's class on it."""
+
+    images: np.ndarray
+    scores: tuple[np.ndarray, np.ndarray]
+
+
+def blurred_scores(runner: Runner, x: np.ndarray, classes: np.ndarray, size: int = 11, sigma: float = 5.0,
+                   batch_size: int = 64) -> Blurred:
+    """Blur every image and score ``classes`` on it: one pass per image, shared by every method and curve."""
+    images = blur(x, size, sigma)
+
+    def fill(buffer: np.ndarray, first: int, stop: int) -> None:
+        buffer[...] = images[first:stop]
+
+    return Blurred(images, score_jobs(runner, x.shape[0], fill, x.shape[1:], classes, batch_size))
+
+
 @dataclass
 class CausalCurves:
     """Deletion and insertion curves (M, N, n + 1) of M methods on N images, their AUCs (M, N), and passes run."""
@@ -168,12 +191,13 @@ def causal_curves(
     batch_size: int = 64,
     progress: Progress | None = None,
     zero_logits: np.ndarray | None = None,
+    blurred: Blurred | None = None,
 ) -> CausalCurves:
     """Deletion and insertion curves of every map, all perturbed images batched across methods and images.
 
     x (N, C, H, W) preprocessed images; saliency (M, N, H, W); clean_logits (N, classes) of x, whose argmax is
-    the class scored (the class predicted on the clean image, as RISE does). zero_logits (classes,): the
-    all-zero image's logits where the caller has them already (they are the same for every image).
+    the class scored (the class predicted on the clean image, as RISE does). zero_logits (classes,) and blurred
+    (:func:`blurred_scores` of x): what the caller has scored already; their passes are not counted here.
     """
     variant = variant or rise_variant()
     m, n = saliency.shape[:2]
@@ -193,17 +217,13 @@ def causal_curves(
     deletion = np.empty((m, n, points))
     insertion = np.empty((m, n, points))
     deletion[..., 0], deletion[..., -1], insertion[..., -1] = clean, zero, clean
-    substrate = blur(x, variant.blur_kernel, variant.blur_sigma) if variant.insertion_start == "blur" else None
-    if substrate is not None:  # the blurred image starts insertion for every method: one pass per image
-        blurred = substrate
-
-        def fill_blur(buffer: np.ndarray, first: int, stop: int) -> None:
-            buffer[...] = blurred[first:stop]
-
-        start = score_jobs(runner, n, fill_blur, x.shape[1:], classes, batch_size)[pick]
-        passes += n
-    else:
-        start = zero
+    substrate = None
+    start = zero
+    if variant.insertion_start == "blur":  # the blurred image starts insertion for every method: one pass per image
+        if blurred is None:
+            blurred = blurred_scores(runner, x, classes, variant.blur_kernel, variant.blur_sigma, batch_size)
+            passes += n
+        substrate, start = blurred.images, blurred.scores[pick]
     insertion[..., 0] = start
     ranks = saliency_ranks(saliency)  # (M, N, H * W)
     per_map = 2 * interior
@@ -238,7 +258,62 @@ def causal_curves(
     )
 
 
+# ---------------------------------------------------------------------------------------------- the family
+def variants(names: Sequence[str], step: int | None = None) -> list[CausalVariant]:
+    """The variants named, once each; ``step`` is RISE's pixels per step."""
+    return [get_variant(name, step) for name in dict.fromkeys(names)]
+
+
+def measure(cache: MetricCache, batch: MetricBatch, variants: Sequence[CausalVariant]) -> dict[str, CausalCurves]:
+    """Every variant's curves; the zero image comes from the run's cache, the blurred images from the batch's."""
+    out = {}
+    n = batch.x.shape[0]
+    classes = np.asarray(batch.logits).argmax(axis=1)
+    for v in variants:
+        key = f"{NAME}:{v.name}"
+        with cache.timed(key):
+            zero = cache.zero_logits(batch.x.shape[1:])
+            blurred = None
+            if v.insertion_start == "blur":
+                def compute(size: int = v.blur_kernel, sigma: float = v.blur_sigma) -> Blurred:
+                    cache.count("blurred image", n)
+                    return blurred_scores(cache.runner, batch.x, classes, size, sigma, cache.batch_size)
+
+                blurred = cache.once_per_batch(batch, ("blurred", v.blur_kernel, v.blur_sigma), compute)
+            out[v.name] = causal_curves(cache.runner, batch.x, batch.saliency, batch.logits, v, cache.batch_size,
+                                        zero_logits=zero, blurred=blurred)
+        cache.count(key, out[v.name].passes)
+    return out
+
+
+def columns(results: dict[str, CausalCurves]) -> dict[str, np.ndarray]:
+    """Per variant: the deletion and insertion AUC of every (method, image)."""
+    return {f"{curve}_auc_{name}": getattr(c, f"{curve}_auc") for name, c in results.items() for curve in CURVES}
+
+
+def curves(results: dict[str, CausalCurves]) -> dict[str, np.ndarray]:
+    """Per variant: the deletion and insertion curves (M, N, n + 1)."""
+    return {f"{curve}_{name}": getattr(c, curve) for name, c in results.items() for curve in CURVES}
+
+
+def summarize(variants: Sequence[CausalVariant], values: Values, labels: Sequence[str], pixels: int) -> SummaryRows:
+    """Mean deletion and insertion AUC rows per variant; the mean curves, for the plots."""
+    rows: list[dict[str, Any]] = []
+    means: dict[str, Any] = {}
+    for c in variants:
+        aucs = {curve: values(f"{curve}_auc_{c.name}") for curve in CURVES}
+        if aucs["deletion"].shape[1] == 0:
+            continue
+        for curve, better in zip(CURVES, ("lower", "higher")):
+            rows.append(summary_row(f"{curve.capitalize()} AUC", c.name, c.description, better, labels,
+                                    [mean(a) for a in aucs[curve]]))
+        means[c.name] = {"x": c.x_axis(pixels).tolist(), **{
+            curve: dict(zip(labels, values(f"{curve}_{c.name}").mean(axis=1).tolist())) for curve in CURVES}}
+    return rows, {"curves": means}
+
+
 __all__ = [
-    "CausalCurves", "CausalVariant", "blur", "causal_curves", "gaussian_kernel_1d", "get_variant",
-    "rise_auc", "rise_variant", "saliency_ranks", "torchcam_variant", "trapezoid_auc",
+    "CURVES", "NAME", "Blurred", "CausalCurves", "CausalVariant", "blur", "blurred_scores", "causal_curves", "columns",
+    "curves", "gaussian_kernel_1d", "get_variant", "measure", "rise_auc", "rise_variant", "saliency_ranks",
+    "summarize", "torchcam_variant", "trapezoid_auc", "variants",
 ]

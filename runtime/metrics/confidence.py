@@ -11,13 +11,17 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from camrt.errors import InputError
 from camrt.runtime.backends.base import Runner
-from camrt.runtime.metrics.scoring import Progress, score_jobs
+from camrt.runtime.metrics.base import MetricBatch, MetricCache, SummaryRows, Values, mean, summary_row
+from camrt.runtime.metrics.scoring import Progress, class_scores, score_jobs
+from camrt.runtime.metrics.win import win_multiway, win_pairwise
+
+NAME = "confidence"
 
 ScoreKind = Literal["prob", "logit"]
 _NAME = re.compile(r"^(prob|logit)-(full|top(\d+(?:\.\d+)?))$")
@@ -129,3 +133,74 @@ def explanation_scores(
     logit, prob = score_jobs(runner, per_keep * len(keeps), fill, x.shape[1:], job_classes, batch_size, progress)
     return {keep: (logit[i * per_keep:(i + 1) * per_keep].reshape(m, n), prob[i * per_keep:(i + 1) * per_keep]
                    .reshape(m, n)) for i, keep in enumerate(keeps)}
+
+
+# ---------------------------------------------------------------------------------------------- the family
+class ConfidenceValues(NamedTuple):
+    """One variant on N images and M methods' maps: Y (N,) on the images, O (M, N) on the explanation maps."""
+
+    variant: ConfidenceVariant
+    y: np.ndarray
+    o: np.ndarray
+
+
+def variants(names: Sequence[str], step: int | None = None) -> list[ConfidenceVariant]:
+    """The variants named, once each (``step`` belongs to the causal family and is ignored)."""
+    return list({v.name: v for v in map(parse_variant, names)}.values())
+
+
+def measure(cache: MetricCache, batch: MetricBatch,
+            variants: Sequence[ConfidenceVariant]) -> dict[str, ConfidenceValues]:
+    """Y and O of every variant; one pass per (method, image, distinct kept fraction)."""
+    if not variants:
+        return {}
+    m, n = batch.saliency.shape[:2]
+    with cache.timed(NAME):
+        scores = explanation_scores(cache.runner, batch.x, batch.saliency, batch.targets, [v.keep for v in variants],
+                                    cache.batch_size)
+    cache.count(NAME, len(scores) * m * n)
+    clean_logit, clean_prob = class_scores(batch.logits, batch.targets)
+    out = {}
+    for v in variants:
+        o_logit, o_prob = scores[v.keep]
+        out[v.name] = ConfidenceValues(v, clean_prob if v.score == "prob" else clean_logit,
+                                       o_prob if v.score == "prob" else o_logit)
+    return out
+
+
+def columns(results: dict[str, ConfidenceValues]) -> dict[str, np.ndarray]:
+    """Per variant: O, Average Drop %, Increase in Confidence % and pytorch-grad-cam's undivided change O - Y."""
+    out = {}
+    for name, (_, y, o) in results.items():
+        out[f"o_{name}"] = o
+        out[f"average_drop_{name}"] = average_drop(y[None], o)
+        out[f"increase_{name}"] = increase_in_confidence(y[None], o)
+        out[f"change_{name}"] = np.asarray(o, np.float64) - np.asarray(y, np.float64)[None]
+    return out
+
+
+def curves(results: dict[str, ConfidenceValues]) -> dict[str, np.ndarray]:
+    """No curves in this family."""
+    return {}
+
+
+def summarize(variants: Sequence[ConfidenceVariant], values: Values, labels: Sequence[str], pixels: int) -> SummaryRows:
+    """Average Drop, Increase in Confidence and multi-way Win % rows per variant; the pairwise Win % table."""
+    rows: list[dict[str, Any]] = []
+    pairwise: dict[str, dict[str, dict[str, float]]] = {}
+    for v in variants:
+        o, drop, increase = (values(f"{column}_{v.name}") for column in ("o", "average_drop", "increase"))
+        if o.shape[1] == 0:
+            continue
+        rows += [
+            summary_row("Average Drop %", v.name, v.description, "lower", labels, [mean(d) for d in drop],
+                        skipped=[int(np.isnan(d).sum()) for d in drop]),
+            summary_row("Increase in Confidence %", v.name, v.description, "higher", labels,
+                        [mean(i) for i in increase]),
+            summary_row("Win % (multi-way)", v.name, "each image to the method with the largest O (first wins ties)",
+                        "higher", labels, [float(w) for w in win_multiway(o)]),
+        ]
+        table = win_pairwise(o)
+        pairwise[v.name] = {a: {b: float(table[i, j]) for j, b in enumerate(labels) if j != i}
+                            for i, a in enumerate(labels)}
+    return rows, {"pairwise_win": pairwise}

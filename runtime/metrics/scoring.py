@@ -1,4 +1,5 @@
-"""Batched scoring of perturbed images: jobs are written chunk by chunk into one reused input buffer (rule 4)."""
+"""Batched scoring of perturbed images: jobs are written chunk by chunk into one reused input buffer, so memory is
+bounded by the batch size."""
 
 from __future__ import annotations
 
@@ -6,18 +7,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from camrt.errors import CamrtError
 from camrt.runtime.backends.base import Runner
+from camrt.runtime.engine import checked_logits, softmax
 
 Fill = Callable[[np.ndarray, int, int], None]  # fill(buffer[:stop - start], start, stop) writes jobs start..stop-1
 Progress = Callable[[int, int], None]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in float64 (the scores compared across implementations)."""
-    x = np.asarray(logits, dtype=np.float64)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def class_scores(logits: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,9 +42,7 @@ def score_jobs(
         stop = min(start + buffer.shape[0], count)
         view = buffer[: stop - start]
         fill(view, start, stop)
-        out = np.asarray(runner.logits(view))
-        if not np.isfinite(out).all():
-            raise CamrtError("the model gave non-finite logits for a perturbed input")
+        out = checked_logits(runner, view)  # the engine's one run-then-check step
         logit[start:stop], prob[start:stop] = class_scores(out, classes[start:stop])
         if progress is not None:
             progress(stop, count)
