@@ -1,4 +1,4 @@
-"""Which masked inputs must really be run: exact pass saving that changes no result (rule 5).
+"""Which masked inputs must really be run: exact pass saving (work that cannot change a result is not done).
 
 Per image and channel: skip (constant channel where the convention skips it), zero (the mask is all zeros,
 so the masked input is the zero image for every image, channel and sample: one pass serves them all), or a

@@ -1,4 +1,4 @@
-"""Rule 4: camrt's own peak memory is bounded by the batch size, not by K or by the number of samples.
+"""camrt's own peak memory is bounded by the batch size, not by K or by the number of samples.
 
 Measured with tracemalloc, which sees numpy's buffers (the engine's memory is the engine's): counts of bytes,
 not timings, so the assertion is stable on a noisy machine.

@@ -1,4 +1,4 @@
-"""Rule 1: the wheel installs one namespace, camrt; never top-level runtime/kernels/exporter modules."""
+"""The wheel installs one namespace, camrt; never top-level runtime/kernels/exporter modules."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ def test_wheel_installs_only_the_camrt_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.startswith("camrt-")}
     assert tops == {"camrt"}
-    for package in ("exporter", "runtime", "kernels", "runtime/backends", "runtime/methods"):
+    for package in ("exporter", "runtime", "kernels", "runtime/backends", "runtime/methods", "runtime/engine",
+                    "runtime/metrics", "cli"):
         assert f"camrt/{package}/__init__.py" in names
-    assert "camrt/cli.py" in names
+    assert "camrt/cli/__init__.py" in names
 
 
 def test_runtime_does_not_import_torch_at_module_level():
-    """Static half of rule 2 (the subprocess test in test_runtime.py is the dynamic half)."""
+    """The runtime never needs torch: no runtime/kernels module imports it at module level (static check; the
+    subprocess test in test_runtime.py is the dynamic one)."""
     offenders = []
     for path in list((ROOT / "runtime").rglob("*.py")) + list((ROOT / "kernels").rglob("*.py")):
         for line in path.read_text().splitlines():

@@ -215,7 +215,8 @@ def test_bad_bundles(tiny_bundle, tmp_path):
 
 
 def test_runtime_runs_without_torch(tiny_bundle):
-    """Rule 2: with `import torch` made to fail, a bundle still loads and explains on ONNX Runtime."""
+    """The runtime never needs torch: with `import torch` made to fail, a bundle still loads and explains on
+    ONNX Runtime."""
     script = textwrap.dedent(
         f"""
         import sys, builtins

@@ -14,7 +14,7 @@ Noise = Literal["none", "mask", "input-range"]
 
 @dataclass(frozen=True)
 class Convention:
-    """What one reference implementation computes; see ../shared/reference/score-cam-family.md.
+    """What one reference implementation computes; docs/conventions.md tabulates every convention.
 
     score: softmax probability, raw logit, or logit minus the clean logit (torchcam) of the target class.
     samples / coefficients: passes per channel; IS-CAM scales the masked input by coefficients[s].
