@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from camrt.errors import InputError
+from camrt.runtime.atomic import atomic_write
 from camrt.runtime.bundle import Preprocessing
-from camrt.runtime.overlay import JET_LUT, atomic_write, colorize, overlay, save_overlay
+from camrt.runtime.overlay import JET_LUT, colorize, overlay, save_overlay
 from camrt.runtime.preprocess import load_batch, load_image, original_for_overlay, preprocess
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
