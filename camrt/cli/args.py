@@ -16,6 +16,7 @@ from camrt.runtime.backends import BACKEND_NAMES, precisions, runner_options
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.dataset import label_index
 from camrt.runtime.methods import METHODS
+from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS
 
 TARGETS = ("predicted", "label")
 
@@ -144,6 +145,34 @@ def image_target(target: str | int, label: str | None, bundle: Bundle, path: Pat
 
 
 # ------------------------------------------------------------------------------------------ backend
+def add_metric_arguments(parser: argparse.ArgumentParser, optional: bool) -> None:
+    """--confidence, --causal and --step (evaluate; explain-dataset, where --metrics turns them on)."""
+    when = "with --metrics: " if optional else ""
+    if optional:
+        parser.add_argument("--metrics", action="store_true",
+                            help="also score each map (Average Drop, Increase in Confidence, deletion/insertion AUC)")
+    parser.add_argument("--confidence", default=None, metavar="VARIANTS",
+                        help=f"{when}Average Drop / Increase in Confidence variants: prob-full, prob-topP, logit-full, "
+                             f"logit-topP, or none (default: {','.join(DEFAULT_VARIANTS)})")
+    parser.add_argument("--causal", default=None, metavar="VARIANTS",
+                        help=f"{when}deletion/insertion variants: rise, torchcam, or none (default: rise)")
+    parser.add_argument("--step", type=positive_int, default=None, metavar="PIXELS",
+                        help="RISE pixels per step (default: H*W/28, 1792 at 224x224)")
+
+
+def metric_variants(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(confidence, causal) variant names as given, each once; none where a list says ``none``, and none at all
+    when the command has --metrics, it is off and no list asks for one."""
+    if not (getattr(args, "metrics", True) or args.confidence or args.causal):
+        return (), ()
+
+    def names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+        chosen = default if text is None else tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+        return () if chosen == ("none",) else chosen
+
+    return names(args.confidence, tuple(DEFAULT_VARIANTS)), names(args.causal, ("rise",))
+
+
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """--backend, --device, --precision and --threads."""
     parser.add_argument("--backend", choices=BACKEND_NAMES, default="onnxruntime", help="default: onnxruntime")

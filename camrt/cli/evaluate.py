@@ -20,19 +20,19 @@ import numpy as np
 from camrt._version import __version__
 from camrt.cli.args import (
     add_command,
+    add_metric_arguments,
     add_shared_arguments,
     image_error,
     image_target,
     make_explainer,
+    metric_variants,
     parse_options,
     passes_postfix,
-    positive_int,
     prepare_out,
     progress_bar,
     resolve_target,
 )
 from camrt.errors import CamrtError, InputError
-from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS
 
 NAME = "evaluate"
 RECORDS = "records.jsonl"
@@ -45,25 +45,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="a folder of images (subfolders: ImageFolder labels), a CSV of path,label, or a glob")
     add_shared_arguments(p, "the results", resume="skip the images already done in --out", several=True,
                          batch="perturbed inputs per forward pass")
-    p.add_argument("--confidence", default=",".join(DEFAULT_VARIANTS),
-                   help="Average Drop / Increase in Confidence variants: prob-full, prob-topP, logit-full, "
-                        "logit-topP (default: %(default)s)")
-    p.add_argument("--causal", default="rise",
-                   help="deletion/insertion variants: rise, torchcam, or none (default: rise)")
-    p.add_argument("--step", type=positive_int, default=None, metavar="PIXELS",
-                   help="RISE pixels per step (default: H*W/28, 1792 at 224x224)")
+    add_metric_arguments(p, optional=False)
     p.add_argument("--overlays", type=int, default=8, metavar="N",
                    help="side-by-side overlays for the first N images (default: 8)")
-
-
-def _variants(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
-    from camrt.runtime.metrics.causal import get_variant
-    from camrt.runtime.metrics.confidence import parse_variant
-
-    confidence = [parse_variant(v) for v in args.confidence.split(",") if v.strip()]
-    names = [c.strip() for c in args.causal.split(",") if c.strip()]
-    causal = [] if names == ["none"] else [get_variant(c, args.step) for c in dict.fromkeys(names)]
-    return list({v.name: v for v in confidence}.values()), causal
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,16 +57,15 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     specs = parse_methods(args.methods, parse_options(args.option))
-    confidence, causal = _variants(args)
+    confidence, causal = metric_variants(args)
     if args.overlays < 0:
         raise InputError(f"--overlays: must be 0 or more, got {args.overlays}")
     explainer = make_explainer(args)
     args.target = resolve_target(args.target, explainer.bundle)
-    evaluator = Evaluator(explainer, [v.name for v in confidence], [c.name for c in causal], args.step,
-                          args.batch_size)
+    evaluator = Evaluator(explainer, confidence, causal, args.step, args.batch_size)
     items = discover(args.data)[: args.limit]
     out = prepare_out(args.out)
-    done = _load_done(out, explainer.bundle, _config(args, specs, confidence, causal), args.resume)
+    done = _load_done(out, explainer.bundle, _config(args, specs, evaluator.metrics.variants), args.resume)
 
     with progress_bar(len(items), args.quiet) as bar:
         for index, item in enumerate(items):
@@ -143,12 +126,12 @@ def _panel(rgb: np.ndarray, evaluation: Any, record: dict[str, Any], out: Path, 
                  photo_title=photo)
 
 
-def _config(args: argparse.Namespace, specs: list[Any], confidence: list[Any], causal: list[Any]) -> dict[str, Any]:
+def _config(args: argparse.Namespace, specs: list[Any], variants: dict[str, list[Any]]) -> dict[str, Any]:
     """The settings that make two runs' records comparable (with the bundle hash, run.json's; --resume checks them)."""
     return {
         "methods": [s.label for s in specs],
-        "confidence": [v.name for v in confidence],
-        "causal": [c.description for c in causal],
+        "confidence": [v.name for v in variants.get("confidence", [])],
+        "causal": [c.description for c in variants.get("causal", [])],
         "target": args.target,
         "seed": args.seed,
     }

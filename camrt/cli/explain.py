@@ -9,7 +9,9 @@ import glob
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from camrt.runtime.records import cost_fields, error_record, ok_record, ordered
 
 NAME = "explain"
 SUMMARY = "summary.json"
+WRITE_AHEAD = 8  # explained images waiting for the writer at most: memory stays bounded
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     stems = output_stems([item.path for item in items])
     out = flags.prepare_out(args.out)
     records: dict[int, dict[str, Any]] = {}
+    photos: dict[int, np.ndarray] = {}  # the photos in flight, for their overlays
 
     with flags.progress_bar(len(items), args.quiet) as bar:
         def fail(index: int, error: str | BaseException) -> None:
@@ -65,27 +69,39 @@ def run(args: argparse.Namespace) -> int:
 
         def images() -> Iterator[Image]:
             entries = ((i, item.path, item.label) for i, item in enumerate(items))
-            for decoded in decode_ahead(entries, bundle.manifest.preprocessing):
+            for decoded in decode_ahead(entries, bundle.manifest.preprocessing, keep_rgb=True):
                 try:
                     if decoded.x is None:
                         raise InputError(decoded.error or "cannot read this image")
                     chosen = flags.image_target(target, decoded.label, bundle, decoded.path)
+                    photos[decoded.index] = decoded.rgb  # type: ignore[assignment]
                     yield Image(decoded.index, decoded.x, chosen)
                 except InputError as exc:
                     fail(decoded.index, exc)
 
-        for result in explain_stream(explainer, images(), args.method, args.convention, batch_size=args.batch_size,
-                                     seed=args.seed, **options):
-            if result.status != "ok":
-                fail(result.index, result.error or "not explained")
-                continue
+        def written(index: int, future: Future[dict[str, Any]]) -> None:
             try:
-                records[result.index] = _write(result, items[result.index].path, stems[result.index], out, args,
-                                               bundle)
+                records[index] = future.result()
             except CamrtError as exc:
-                fail(result.index, exc)
-                continue
+                fail(index, exc)
+                return
             bar.update(1)
+
+        # one writer thread: decoding the photo for its overlay, PNG encoding and the .npy overlap the engine
+        pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="camrt-writer") as writer:
+            for result in explain_stream(explainer, images(), args.method, args.convention,
+                                         batch_size=args.batch_size, seed=args.seed, **options):
+                if result.status != "ok":
+                    photos.pop(result.index, None)
+                    fail(result.index, result.error or "not explained")
+                    continue
+                item, stem, rgb = items[result.index].path, stems[result.index], photos.pop(result.index)
+                pending.append((result.index, writer.submit(_write, result, rgb, item, stem, out, args, bundle)))
+                while pending and (len(pending) > WRITE_AHEAD or pending[0][1].done()):
+                    written(*pending.popleft())
+            while pending:
+                written(*pending.popleft())
 
     ordered_records = [records[i] for i in sorted(records)]
     summary = _summary(args, bundle, options, target, ordered_records, time.perf_counter() - started)
@@ -96,15 +112,14 @@ def run(args: argparse.Namespace) -> int:
     return 2 if totals["skipped"] else 0
 
 
-def _write(result: Any, path: Path, stem: str, out: Path, args: argparse.Namespace, bundle: Any) -> dict[str, Any]:
-    """Write one explained image's <stem>.npy and <stem>.png overlay; return its summary record."""
+def _write(result: Any, rgb: np.ndarray, path: Path, stem: str, out: Path, args: argparse.Namespace,
+           bundle: Any) -> dict[str, Any]:
+    """Write one explained image's <stem>.npy and <stem>.png overlay on ``rgb``; return its summary record."""
     from camrt.runtime.overlay import save_overlay
-    from camrt.runtime.preprocess import original_for_overlay
 
     saliency = np.ascontiguousarray(result.saliency, dtype=np.float32)
     atomic_write(out / f"{stem}.npy", lambda handle: np.save(handle, saliency))
-    save_overlay(original_for_overlay(path, bundle.manifest.preprocessing), saliency, out / f"{stem}.png",
-                 alpha=args.alpha)
+    save_overlay(rgb, saliency, out / f"{stem}.png", alpha=args.alpha)
     costs = cost_fields(int(result.passes_run), int(result.passes_saved), result.seconds)
     return ordered(ok_record(path, result.target, result.logits, bundle.class_name, **costs,
                              saliency=f"{stem}.npy", overlay=f"{stem}.png"))

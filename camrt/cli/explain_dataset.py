@@ -12,15 +12,16 @@ from typing import Any
 
 from camrt.cli.args import (
     add_command,
+    add_metric_arguments,
     add_shared_arguments,
     backend_options,
     count,
     make_explainer,
+    metric_variants,
     parse_options,
     positive_int,
     resolve_target,
 )
-from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS
 
 NAME = "explain-dataset"
 
@@ -36,13 +37,7 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--shard-size", type=positive_int, default=256, metavar="N", help="maps per shard (default: 256)")
     p.add_argument("--workers", type=count, default=2, metavar="N",
                    help="decode threads ahead of the engine (0: decode inline; default: 2)")
-    p.add_argument("--metrics", action="store_true",
-                   help="also score each map (Average Drop, Increase in Confidence, deletion/insertion AUC)")
-    p.add_argument("--confidence", default=None, metavar="VARIANTS",
-                   help=f"with --metrics: confidence variants (default: {','.join(DEFAULT_VARIANTS)}; none)")
-    p.add_argument("--causal", default=None, metavar="VARIANTS",
-                   help="with --metrics: deletion/insertion variants, rise or torchcam (default: rise; none)")
-    p.add_argument("--step", type=positive_int, default=None, metavar="PIXELS", help="RISE pixels per step")
+    add_metric_arguments(p, optional=True)
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default), or Ray Data (pip install 'camrt[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
@@ -51,25 +46,13 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="with --engine ray: explainer actors (default: one per GPU, else 1)")
 
 
-def _metric_variants(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(confidence, causal) variant names: none unless --metrics (or a variant list) asks for them."""
-    if not (args.metrics or args.confidence or args.causal):
-        return (), ()
-
-    def names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
-        chosen = default if text is None else tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-        return () if chosen == ("none",) else chosen
-
-    return names(args.confidence, tuple(DEFAULT_VARIANTS)), names(args.causal, ("rise",))
-
-
 def run(args: argparse.Namespace) -> int:
     """Explain DATA into --out; 2 when the index lists bad images, else 0."""
     from camrt.runtime.bundle import Bundle
     from camrt.runtime.explain_dataset import explain_dataset
     from camrt.runtime.shards import read_index
 
-    confidence, causal = _metric_variants(args)
+    confidence, causal = metric_variants(args)
     ray_options: dict[str, Any] = {"address": args.ray_address}
     if args.actors:
         ray_options["actors"] = args.actors

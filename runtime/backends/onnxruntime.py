@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from camrt.errors import BundleError, CamrtError
+from camrt.errors import BundleError, CamrtError, first_line
 from camrt.runtime.backends.base import Closing, Runner, require
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
 
@@ -30,7 +30,10 @@ class OnnxrtRunner(Closing):
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         graph_optimization: str = "all",
+        spinning: bool = False,
     ) -> None:
+        """spinning: let ONNX Runtime's worker threads busy-wait after each run. Off by default: the engine loop
+        makes the next batch's masked inputs on the host between runs, and spinning threads take its cores."""
         ort = _import_ort()
         if graph_optimization not in _LEVELS:
             raise CamrtError(f"graph_optimization must be one of {sorted(_LEVELS)}, got {graph_optimization!r}")
@@ -41,14 +44,14 @@ class OnnxrtRunner(Closing):
         if inter_op_threads:
             options.inter_op_num_threads = int(inter_op_threads)
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.providers = providers or ["CPUExecutionProvider"]
         self._sessions: dict[str, Any] = {}
         for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
             try:
                 self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise BundleError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+                raise BundleError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)})") from None
 
     @classmethod
     def create(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> Runner:

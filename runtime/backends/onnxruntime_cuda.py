@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from camrt.errors import BundleError, CamrtError
+from camrt.errors import BundleError, CamrtError, first_line
 from camrt.kernels.gpu import CudaKernels, cuda_kernels, import_cupy
 from camrt.runtime.backends.device import EngineBuffers
 from camrt.runtime.bundle import Bundle
@@ -65,8 +65,7 @@ class OrtCudaRunner(EngineBuffers):
             try:
                 self._sessions[key] = ort.InferenceSession(str(path), options, providers=providers)
             except Exception as exc:  # onnxruntime raises its own exception types
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise BundleError(f"{path}: ONNX Runtime ({provider}) cannot load it ({first})") from None
+                raise BundleError(f"{path}: ONNX Runtime ({provider}) cannot load it ({first_line(exc)})") from None
         self._async = ort.RunOptions()
         self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self._init_buffers(bundle)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from camrt.errors import BundleError, CamrtError
+from camrt.errors import BundleError, CamrtError, first_line
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE, MANIFEST, Bundle, sha256_file
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def import_tensorrt() -> Any:
     except ImportError:
         raise CamrtError("backend 'tensorrt' needs TensorRT 10 or 11: pip install camrt[tensorrt]") from None
     except Exception as exc:  # the wheel loads libnvinfer at import: a missing CUDA library or driver shows here
-        raise CamrtError(f"TensorRT cannot load ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
+        raise CamrtError(f"TensorRT cannot load ({type(exc).__name__}: {first_line(exc)})") from None
     if not hasattr(tensorrt, "Builder"):  # only tensorrt-stubs (a namespace folder of .pyi files) is installed
         raise CamrtError("backend 'tensorrt' needs TensorRT 10 or 11 (only its type stubs are installed): "
                          "pip install camrt[tensorrt]")

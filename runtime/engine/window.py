@@ -172,19 +172,19 @@ class Window:
         if not taken:
             return False
         started = time.perf_counter()
-        fresh = [image for image in taken if image.prepared is None]
-        finite: dict[int, bool] = {}
+        prepared: list[Prepared | None] = [image.prepared for image in taken]
+        fresh = [i for i, image in enumerate(taken) if image.prepared is None]
         if fresh:
-            x = np.stack([np.asarray(image.x, dtype=np.float32) for image in fresh])
-            activations, logits, ok = clean_outputs(self.runner, x)
+            x = np.stack([np.asarray(taken[i].x, dtype=np.float32) for i in fresh])
+            activations, logits, finite = clean_outputs(self.runner, x)
             plan = plan_jobs(activations, self.conv, self.save_passes)
-            for j, image in enumerate(fresh):
-                image.prepared = Prepared(activations[j], logits[j], plan.rep[j], plan.unique[j])
-                finite[id(image)] = bool(ok[j])
+            for j, i in enumerate(fresh):  # None: the model gave non-finite outputs for it
+                made = Prepared(activations[j], logits[j], plan.rep[j], plan.unique[j])
+                prepared[i] = made if finite[j] else None
         share = (time.perf_counter() - started) / len(taken)
-        for image in taken:
-            if finite.get(id(image), True):
-                self._start(image, share)
+        for image, ready in zip(taken, prepared):
+            if ready is not None:
+                self._start(image, ready, share)
             else:
                 self.done.append(_error(image.index, NON_FINITE_CLEAN))
         return True
@@ -200,10 +200,8 @@ class Window:
             return f"class index {image.target} out of range [0, {self.classes})"
         return None
 
-    def _start(self, image: Image, seconds: float) -> None:
+    def _start(self, image: Image, prepared: Prepared, seconds: float) -> None:
         """Load one image into a slot and queue its jobs."""
-        prepared = image.prepared
-        assert prepared is not None
         slot = self._slot()
         target = int(prepared.logits.argmax()) if image.target is None else int(image.target)
         logits = np.asarray(prepared.logits, np.float32)
