@@ -1,8 +1,8 @@
 """What a device runner adds to :class:`Runner`: an input buffer on the device and logits that stay there.
 
-The explain loop (runtime/device_loop.py) writes each chunk of masked inputs with the CUDA kernels straight
-into ``input_buffer``, runs ``run_logits`` and accumulates the scores on the device, all on the runner's one
-stream: nothing comes back to the host until an image's weights are complete.
+The engine loop's device scorer (runtime/engine/device_scorer.py) writes each batch of masked inputs with the
+CUDA kernels straight into ``input_buffer``, runs ``run_logits`` and accumulates the scores on the device, all on
+the runner's one stream: nothing comes back to the host until an image's weights are complete.
 """
 
 from __future__ import annotations
