@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bundle = camrt.export(model, layer, tmp, input_shape=(3, 224, 224), model_name=model_name)
             k, h, _ = bundle.manifest.activation_shape
             for batch in (int(b) for b in args.batches.split(",")):
-                options: dict[str, Any] = {"device": "cuda"} if args.backend == "torch" else {}
+                options: dict[str, Any] = {"device": "cuda", "trust_pickles": True} if args.backend == "torch" else {}
                 if args.precision != "fp32":
                     options["precision"] = args.precision
                 explainer = camrt.Explainer(bundle, backend=args.backend, **options)

@@ -53,7 +53,7 @@ def build_model(spec: ModelSpec) -> tuple[Any, dict[str, Any]]:
     from camrt.exporter.models import load_model
 
     torch.manual_seed(SEED)
-    return load_model(spec.name)
+    return load_model(spec.name, random_weights=spec.random_weights)
 
 
 def bundle_path(spec: ModelSpec, cache: Path = CACHE) -> Path:
@@ -66,7 +66,8 @@ def bundle_path(spec: ModelSpec, cache: Path = CACHE) -> Path:
     model, info = build_model(spec)
     tmp = root.with_name(root.name + ".partial")
     camrt.export(model, spec.layer, tmp, input_shape=(3, spec.input_size, spec.input_size), mean=info["mean"],
-                 std=info["std"], class_names=info["class_names"], model_name=spec.name)
+                 std=info["std"], class_names=info["class_names"], model_name=spec.name,
+                 random_weights=info["random_weights"])
     tmp.rename(root)
     return root
 

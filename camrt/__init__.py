@@ -14,6 +14,7 @@ from camrt.runtime.bundle import Bundle
 from camrt.runtime.evaluate import Evaluation, Evaluator, MethodSpec, parse_methods
 from camrt.runtime.explain_dataset import DatasetRun, explain_dataset
 from camrt.runtime.explainer import Explainer, Explanation
+from camrt.runtime.preprocess import load_images
 from camrt.runtime.shards import load_maps, read_index
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "explain_dataset",
     "export",
+    "load_images",
     "load_maps",
     "parse_methods",
     "read_index",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class CamrtError(Exception):
     """Base class: the CLI prints ``str(error)`` on one line and exits non-zero."""
@@ -28,3 +31,15 @@ def first_line(exc: BaseException) -> str:
 def one_line(exc: BaseException) -> str:
     """An exception's whole message on one line (whitespace runs collapsed): what the CLI prints."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def missing(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` cannot be found, for a one-line error: a symlink loop, a broken symlink, or not found."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        if os.path.lexists(path):
+            return "a broken symlink" if os.path.islink(path) else f"not readable ({exc.strerror})"
+    return "not found"

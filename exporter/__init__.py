@@ -45,12 +45,14 @@ def export(
     resize: int | None = None,
     opset: int = 18,
     torch_programs: bool = True,
+    random_weights: bool = False,
 ) -> Bundle:
     """Split ``model`` at ``target_layer`` (None: the last layer with a spatial map), write and verify a bundle.
 
     Writes ``features.onnx`` (image -> activations), ``head.onnx`` (activations -> logits) and, last,
     ``manifest.json``; both graphs are checked against torch with ONNX Runtime before the manifest exists.
-    torch_programs also writes ``features.pt2`` / ``head.pt2`` (torch.export) for the PyTorch reference backend.
+    torch_programs also writes ``features.pt2`` / ``head.pt2`` (torch.export) for the PyTorch reference backend;
+    random_weights is recorded in the manifest, so every command that loads the bundle warns of it.
     """
     shape = check_input_shape(input_shape)
     if shape[0] != 3:
@@ -63,10 +65,10 @@ def export(
         std=_channel_values("std", std, positive=True),
     )
     _check_model(model)
-    root = _prepare_dir(out_dir)
     was_training = model.training
     try:
         features, head, layer = split_model(model, target_layer, shape)
+        root = _prepare_dir(out_dir)  # only once the model and layer are known to split: a bad one touches nothing
         example = example_input(shape, batch=2)
         with torch.no_grad():
             activations = features(example)
@@ -92,6 +94,7 @@ def export(
         files={name: sha256_file(root / name) for name in (FEATURES_FILE, HEAD_FILE, *programs)},
         verification=verification,
         class_names=names,
+        random_weights=bool(random_weights),
     )
     staging = root / (MANIFEST + ".tmp")
     staging.write_text(manifest.to_json(), encoding="utf-8")

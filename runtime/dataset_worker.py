@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from camrt.errors import InputError
+from camrt.runtime.classes import did_you_mean
 from camrt.runtime.dataset import label_index
 from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import get_convention
 from camrt.runtime.metrics.registry import Metrics, family
 from camrt.runtime.prefetch import Decoded
+from camrt.runtime.preprocess import BACKGROUND
 from camrt.runtime.records import cost_fields, error_record, ok_record
 from camrt.runtime.stream import Explained, Image, OnBatch, explain_stream
 
@@ -38,6 +40,7 @@ class DatasetSpec:
     confidence: tuple[str, ...] = ()  # Average Drop / Increase in Confidence variants; () for none
     causal: tuple[str, ...] = ()  # deletion / insertion variants; () for none
     step: int | None = None  # RISE pixels per step
+    background: tuple[int, int, int] = BACKGROUND  # what transparent pixels are composited on (decoding)
 
     def check(self) -> None:
         """Fail now, on one line, on an unknown method, option, target or metric variant."""
@@ -104,7 +107,7 @@ class DatasetWorker:
                 if problem is not None:
                     waiting.append(self._error(item, problem))
                     continue
-                meta[item.index] = Decoded(item.index, item.path, item.label, None)
+                meta[item.index] = Decoded(item.index, item.path, item.label, None, decoding=item.decoding)
                 yield Image(item.index, item.x, target)  # type: ignore[arg-type]
 
         scored: list[tuple[Decoded, Explained]] = []
@@ -136,7 +139,8 @@ class DatasetWorker:
             return None, f"{item.path}: no label (--target label needs a folder or CSV label)"
         index = label_index(item.label, self.bundle)
         if index is None:
-            return None, f"{item.path}: label {item.label!r} is not a class of this bundle"
+            hint = did_you_mean(item.label, self.bundle.manifest.class_names or [])
+            return None, f"{item.path}: label {item.label!r} is not a class of this bundle{hint}"
         return index, None
 
     def _error(self, item: Decoded, error: str) -> Record:
@@ -148,8 +152,9 @@ class DatasetWorker:
         if result.status != "ok":
             return self._error(item, f"{item.path}: {result.error}")
         costs = cost_fields(result.passes_run, result.passes_saved, result.seconds)
+        decoding = item.decoding.fields() if item.decoding is not None else {}
         row = ok_record(item.path, result.target, result.logits, self.bundle.class_name,  # type: ignore[arg-type]
-                        **costs, **(metrics or {}))
+                        **costs, **decoding, **(metrics or {}))
         return Record({"index": item.index, **row, "label": item.label}, result.saliency, result.weights)
 
     def _with_metrics(self, scored: list[tuple[Decoded, Explained]]) -> Iterator[Record]:

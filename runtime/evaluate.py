@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from camrt.errors import InputError
+from camrt.runtime.engine.window import check_batch_size
 from camrt.runtime.explainer import Explainer, Explanation, Progress
 from camrt.runtime.methods import METHODS, get_convention, option_names
 from camrt.runtime.metrics.causal import CausalCurves, CausalVariant
@@ -145,9 +146,7 @@ class Evaluator:
         batch_size: int = 64,
     ) -> None:
         self.explainer = explainer
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = batch_size = check_batch_size(batch_size)
         # one cache for every evaluate() call: the all-zero image is scored once per Evaluator
         self.metrics = Metrics(explainer.runner, batch_size, {"confidence": confidence, "causal": causal}, step)
 

@@ -23,11 +23,14 @@ from camrt.runtime.atomic import write_text
 from camrt.runtime.dataset import Item, discover
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
 from camrt.runtime.explainer import Explainer
+from camrt.runtime.listing import Entry, index_listing, listing_facts
 from camrt.runtime.prefetch import decode_ahead
-from camrt.runtime.run_folder import open_run, run_config
+from camrt.runtime.preprocess import parse_background
+from camrt.runtime.run_folder import locked, open_run, run_config, sigterm_as_interrupt
 from camrt.runtime.shards import INDEX, SHARDS, ShardWriter
 
 SUMMARY = "summary.json"
+COMMAND = "explain-dataset"
 ENGINES = ("local", "ray")
 
 
@@ -72,7 +75,9 @@ def explain_dataset(
     confidence: tuple[str, ...] | list[str] = (),
     causal: tuple[str, ...] | list[str] = (),
     step: int | None = None,
+    background: Any = None,
     resume: bool = False,
+    allow_new: bool = False,
     workers: int = 2,
     limit: int | None = None,
     engine: str = "local",
@@ -86,10 +91,13 @@ def explain_dataset(
 
     target: ``predicted``, ``label`` (the folder or CSV label) or a class index. confidence / causal: metric
     variants to compute per image in the same run (see ``camrt evaluate``). engine ``ray`` runs on Ray Data.
-    on_record is called with each image's index row as it is written (ok or error).
+    background: the colour transparent pixels are composited on (``preprocess.parse_background``; None: white).
+    on_record is called with each image's index row as it is written (ok or error). resume continues the run in
+    ``out`` (same settings, same listing of ``data``); with allow_new, images added to ``data`` get new indices.
+    One writer at a time holds ``out``; SIGTERM commits the finished images as Ctrl-C does (``Terminated``).
     """
     spec = DatasetSpec(method, convention, tuple(sorted((options or {}).items())), target, batch_size, seed,
-                       save_passes, tuple(confidence), tuple(causal), step)
+                       save_passes, tuple(confidence), tuple(causal), step, parse_background(background))
     spec.check()
     if engine not in ENGINES:
         raise InputError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
@@ -99,12 +107,31 @@ def explain_dataset(
     if explainer is None and engine == "local":
         explainer = Explainer(Path(bundle), backend=backend, **(backend_options or {}))  # type: ignore[arg-type]
     bundle_root = explainer.bundle.root if explainer is not None else Path(bundle)  # type: ignore[arg-type]
-    items = [Item(Path(os.path.abspath(i.path)), i.label) for i in discover(data)[:limit]]  # resume: one key
-    out = open_run(out, run_config(bundle_root, spec.config()), resume, results=(INDEX, f"{SHARDS}/shard-*"))
+    if allow_new and not resume:
+        raise InputError("--allow-new: only with --resume (a new run takes every image anyway)")
+    if engine == "ray":  # Ray missing, a bad ray option or backend: refused before --out is touched
+        from camrt.runtime.ray_engine import check_ray
+
+        check_ray(backend, ray_options or {})
+    keyed, facts = listing_facts(data, [Item(Path(os.path.abspath(i.path)), i.label) for i in discover(data)[:limit]])
+    with locked(out) as folder, sigterm_as_interrupt():
+        config = run_config(bundle_root, spec.config())
+        folder = open_run(folder, config, resume, results=(INDEX, f"{SHARDS}/shard-*"), command=COMMAND, extra=facts)
+        entries = index_listing(folder, keyed, facts, allow_new)
+        return _run(folder, entries, spec, explainer, bundle_root, shard_size, engine, backend, backend_options,
+                    workers, ray_options, progress, on_record)
+
+
+def _run(out: Path, entries: list[Entry], spec: DatasetSpec, explainer: Explainer | None, bundle_root: Path,
+         shard_size: int, engine: str, backend: str, backend_options: dict[str, Any] | None, workers: int,
+         ray_options: dict[str, Any] | None, progress: bool,
+         on_record: Callable[[dict[str, Any]], None] | None) -> DatasetRun:
+    """Explain the entries without a committed row into ``out`` (locked by the caller)."""
     writer = ShardWriter(out, shard_size)
-    done = writer.done_paths
-    todo = [(index, item) for index, item in enumerate(items) if str(item.path) not in done]
-    run = DatasetRun(out, len(items), len(items) - len(todo), engine=engine)
+    done = writer.done_keys
+    keys = {index: key for index, key, _ in entries}
+    todo = [(index, item) for index, key, item in entries if key not in done]
+    run = DatasetRun(out, len(entries), len(entries) - len(todo), engine=engine)
     started = time.perf_counter()
     bar = _bar(len(todo), run.skipped_done, progress)
     try:
@@ -116,16 +143,19 @@ def explain_dataset(
         else:
             worker = DatasetWorker(explainer, spec)  # type: ignore[arg-type]
             pre = worker.bundle.manifest.preprocessing
-            decoded = decode_ahead(((i, item.path, item.label) for i, item in todo), pre, workers)
+            decoded = decode_ahead(((i, item.path, item.label) for i, item in todo), pre, workers,
+                                   background=spec.background)
             records = worker.process(decoded)
         for record in records:
             _count(run, record)
-            writer.add(record.row, record.saliency, record.weights)
+            writer.add({**record.row, "key": keys[int(record.row["index"])]}, record.saliency, record.weights)
             bar.update(1)
             if on_record is not None:
                 on_record(record.row)
             if record.row["status"] != "ok":
                 bar.write(f"camrt: warning: {record.row['error']}; skipped", file=sys.stderr)
+            elif record.row.get("warning"):  # an upscaled photo: explained, and said so
+                bar.write(f"camrt: warning: {record.row['warning']}", file=sys.stderr)
     finally:  # Ctrl-C or an engine error: what is finished is committed, nothing half-written stays
         bar.close()
         writer.commit()

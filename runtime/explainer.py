@@ -14,6 +14,7 @@ from camrt.errors import CamrtError, InputError
 from camrt.runtime.backends import close_runner, make_runner
 from camrt.runtime.backends.base import Runner
 from camrt.runtime.bundle import Bundle
+from camrt.runtime.classes import class_index
 from camrt.runtime.engine.scoring import softmax
 from camrt.runtime.engine.window import (
     NON_FINITE_CLEAN,
@@ -80,7 +81,7 @@ class Explainer:
         x: np.ndarray,
         method: str = "scorecam",
         convention: str = "paper",
-        targets: int | Sequence[int] | np.ndarray | None = None,
+        targets: int | str | Sequence[int | str] | np.ndarray | None = None,
         batch_size: int = 64,
         seed: int | None = None,
         noise: NoiseSource | None = None,
@@ -89,7 +90,8 @@ class Explainer:
         clean: tuple[np.ndarray, np.ndarray] | None = None,
         **options: Any,
     ) -> Explanation:
-        """Explain preprocessed images x (N, 3, H, W) float32 for ``targets`` (None: the predicted classes).
+        """Explain preprocessed images x (N, 3, H, W) float32 for ``targets`` (None: the predicted classes; class
+        indices or names).
 
         seed (or noise) fixes SS-CAM's draws; save_passes=False runs every pass the reference runs; clean is
         :meth:`clean_pass` of the same x, to explain it with several methods for one clean pass.
@@ -159,11 +161,16 @@ class Explainer:
         return Window(self.runner, conv, batch_size, tuple(m.input_shape), tuple(m.activation_shape),  # type: ignore[arg-type]
                       m.num_classes, noise, save_passes, keep_inputs, on_batch)
 
-    def explain_images(self, images: Sequence[Any], **kwargs: Any) -> Explanation:
-        """Explain photos (paths or PIL images): the bundle's preprocessing first, then :meth:`explain`."""
-        from camrt.runtime.preprocess import load_batch
+    def preprocess(self, images: Sequence[Any], background: Any = None) -> np.ndarray:
+        """Photos (paths or PIL images) as the (N, 3, H, W) float32 batch :meth:`explain` takes
+        (``camrt.load_images`` with this bundle; background None: white)."""
+        from camrt.runtime.preprocess import load_images
 
-        return self.explain(load_batch(images, self.bundle.manifest.preprocessing), **kwargs)
+        return load_images(images, self.bundle, background)
+
+    def explain_images(self, images: Sequence[Any], **kwargs: Any) -> Explanation:
+        """Explain photos (paths or PIL images): :meth:`preprocess` first, then :meth:`explain`."""
+        return self.explain(self.preprocess(images), **kwargs)
 
     def clean_pass(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Activations (N, K, h, w) and logits (N, classes) of images x, for explain(..., clean=) of each method."""
@@ -214,6 +221,9 @@ class Explainer:
         n, classes = logits.shape
         if targets is None:
             return logits.argmax(axis=1).astype(np.int64)
+        listed = [targets] if isinstance(targets, str) else targets if isinstance(targets, (list, tuple)) else []
+        if any(isinstance(t, str) for t in listed):  # class names (or synonyms) as indices
+            targets = [class_index(t, self.bundle.manifest.class_names, classes, "targets") for t in listed]
         values = np.atleast_1d(np.asarray(targets))
         if values.dtype.kind not in "iu" and not (values.dtype.kind == "f" and np.all(values == np.round(values))):
             raise InputError(f"targets: expected class indices, got {targets!r}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from camrt.errors import InputError
 from camrt.runtime.bundle import Preprocessing
-from camrt.runtime.preprocess import normalize, original_for_overlay
+from camrt.runtime.preprocess import BACKGROUND, Decoding, decode_photo, normalize
 
 
 @dataclass
@@ -29,14 +29,16 @@ class Decoded:
     x: np.ndarray | None
     error: str | None = None
     rgb: np.ndarray | None = None  # the resized and cropped photo (H, W, 3) uint8, when asked for (overlays)
+    decoding: Decoding | None = None  # what decoding did (orientation, mode, upscaled), for the record
 
 
-def decode(index: int, path: Path, label: str | None, pre: Preprocessing, keep_rgb: bool = False) -> Decoded:
+def decode(index: int, path: Path, label: str | None, pre: Preprocessing, keep_rgb: bool = False,
+           background: object = BACKGROUND) -> Decoded:
     """Decode and preprocess one file (keep_rgb: keep the photo the map lines up with, so an overlay needs no
     second decode); a bad file gives its one-line error instead of raising."""
     try:
-        rgb = original_for_overlay(path, pre)
-        return Decoded(index, path, label, normalize(rgb, pre), rgb=rgb if keep_rgb else None)
+        rgb, decoding = decode_photo(path, pre, background)
+        return Decoded(index, path, label, normalize(rgb, pre), rgb=rgb if keep_rgb else None, decoding=decoding)
     except InputError as exc:
         return Decoded(index, path, label, None, str(exc))
     except (OSError, ValueError, MemoryError) as exc:  # anything else the decoders raise on a hostile file
@@ -45,20 +47,20 @@ def decode(index: int, path: Path, label: str | None, pre: Preprocessing, keep_r
 
 def decode_ahead(
     entries: Iterable[tuple[int, Path, str | None]], pre: Preprocessing, workers: int = 2, depth: int | None = None,
-    keep_rgb: bool = False,
+    keep_rgb: bool = False, background: object = BACKGROUND,
 ) -> Iterator[Decoded]:
     """``decode`` each (index, path, label) on ``workers`` threads, keeping at most ``depth`` (default 4 per
     worker) decoded or in flight, and yield them in the order given. workers=0 decodes inline."""
     if workers <= 0:
         for index, path, label in entries:
-            yield decode(index, path, label, pre, keep_rgb)
+            yield decode(index, path, label, pre, keep_rgb, background)
         return
     depth = max(depth or 4 * workers, 1)
     window: deque[Future[Decoded]] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camrt-decode") as pool:
         try:
             for index, path, label in entries:
-                window.append(pool.submit(decode, index, path, label, pre, keep_rgb))
+                window.append(pool.submit(decode, index, path, label, pre, keep_rgb, background))
                 if len(window) >= depth:
                     yield window.popleft().result()
             while window:

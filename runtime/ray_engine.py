@@ -4,8 +4,8 @@ Stages, streamed (memory stays bounded whatever the dataset's length):
 
 1. read: ``ray.data.from_items`` of the rows ``{index, path, label}`` still to do;
 2. decode: ``map_batches`` of a plain function (Ray tasks): ``prefetch.decode`` per row with the bundle's
-   preprocessing, into columns ``index, path, label, x (n, 3, H, W) float32, error`` (a bad file: zeros and its
-   one-line error);
+   preprocessing, into columns ``index, path, label, x (n, 3, H, W) float32, error, decoding`` (a bad file: zeros
+   and its one-line error);
 3. explain: ``map_batches`` of a callable class (Ray actors): one ``Explainer`` and one ``DatasetWorker`` per
    actor, built once, so the sessions and the worker's caches live across batches; the masked inputs of the
    images of a Ray batch are batched across images as in the local engine. Out come the columns ``row`` (the
@@ -41,6 +41,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from camrt.runtime.bundle import Bundle, Preprocessing
 from camrt.runtime.dataset import Item
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
 from camrt.runtime.prefetch import Decoded, decode
+from camrt.runtime.preprocess import Decoding
 
 RAY_OPTIONS = ("address", "num_cpus", "object_store_memory", "actors", "actor_cpus", "batch_images", "decode_tasks")
 LOCAL_OBJECT_STORE = 256 * 1024 * 1024
@@ -73,13 +75,9 @@ def run_on_ray(
 
     Starts a local Ray when none is initialised (and shuts it down at the end); reuses one that is.
     """
-    unknown = sorted(set(ray_options) - set(RAY_OPTIONS))
-    if unknown:
-        raise CamrtError(f"ray_options: unknown {', '.join(unknown)}; expected some of {', '.join(RAY_OPTIONS)}")
+    ray = check_ray(backend, ray_options)
     if not todo:
         return
-    check_backend(backend)  # here, before Ray starts; the actors build the runner
-    ray = _import_ray()
     manifest = Bundle.load(bundle_root).manifest
     gpu = on_gpu(backend, backend_options.get("device"))
     started_here = not ray.is_initialized()
@@ -95,7 +93,8 @@ def run_on_ray(
         _quiet(ds.context)
         decode_tasks = ray_options.get("decode_tasks")
         ds = ds.map_batches(_decode_batch, batch_size=batch_images, batch_format="numpy",
-                            fn_kwargs={"pre": manifest.preprocessing, "shape": tuple(manifest.input_shape)},
+                            fn_kwargs={"pre": manifest.preprocessing, "shape": tuple(manifest.input_shape),
+                                       "background": spec.background},
                             compute=ray.data.TaskPoolStrategy(size=decode_tasks), num_cpus=1,
                             memory=_decode_memory(batch_images, manifest.input_shape))
         ds = ds.map_batches(
@@ -118,19 +117,23 @@ def run_on_ray(
 
 
 # ---------------------------------------------------------------------------------------------- the stages
-def _decode_batch(batch: dict[str, np.ndarray], pre: Preprocessing, shape: tuple[int, int, int]) -> dict[str, Any]:
+def _decode_batch(batch: dict[str, np.ndarray], pre: Preprocessing, shape: tuple[int, int, int],
+                  background: tuple[int, int, int]) -> dict[str, Any]:
     """Decode and preprocess a batch of rows (a Ray task): bad files give zeros and their one-line error."""
     n = len(batch["index"])
     x = np.zeros((n, *shape), np.float32)
     errors: list[str] = []
+    decodings: list[str] = []  # what decoding did, as JSON (a plain column Ray can hold), "" for a bad file
     for i in range(n):
         path = Path(str(batch["path"][i]))
-        item = decode(int(batch["index"][i]), path, str(batch["label"][i]) or None, pre)
+        item = decode(int(batch["index"][i]), path, str(batch["label"][i]) or None, pre, background=background)
         if item.x is not None:
             x[i] = item.x  # (3, crop) = the input shape: Bundle.load checks the manifest for it
         errors.append(item.error or "")
+        decodings.append(json.dumps(asdict(item.decoding)) if item.decoding is not None else "")
     return {"index": np.asarray(batch["index"], np.int64), "path": np.asarray(batch["path"]),
-            "label": np.asarray(batch["label"]), "x": x, "error": np.asarray(errors, dtype=object)}
+            "label": np.asarray(batch["label"]), "x": x, "error": np.asarray(errors, dtype=object),
+            "decoding": np.asarray(decodings, dtype=object)}
 
 
 class ExplainActor:
@@ -158,9 +161,10 @@ class ExplainActor:
         if self.fatal:
             return self._columns([], self.fatal)
         decoded = [
-            Decoded(int(index), Path(str(path)), str(label) or None, None if str(error) else x, str(error) or None)
-            for index, path, label, x, error in zip(batch["index"], batch["path"], batch["label"], batch["x"],
-                                                    batch["error"])
+            Decoded(int(index), Path(str(path)), str(label) or None, None if str(error) else x, str(error) or None,
+                    decoding=Decoding(**json.loads(str(decoding))) if str(decoding) else None)
+            for index, path, label, x, error, decoding in zip(batch["index"], batch["path"], batch["label"],
+                                                              batch["x"], batch["error"], batch["decoding"])
         ]
         return self._columns(list(self.worker.process(decoded)))
 
@@ -204,6 +208,16 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- Ray itself
+def check_ray(backend: str, ray_options: dict[str, Any]) -> Any:
+    """The ray module, after checking ``ray_options`` and the backend: what can fail before a run folder is made
+    (and before Ray starts; the actors build the runner)."""
+    unknown = sorted(set(ray_options) - set(RAY_OPTIONS))
+    if unknown:
+        raise CamrtError(f"ray_options: unknown {', '.join(unknown)}; expected some of {', '.join(RAY_OPTIONS)}")
+    check_backend(backend)
+    return _import_ray()
+
+
 def _import_ray() -> Any:
     try:
         import ray

@@ -21,7 +21,8 @@ RECORD_VERSION = 2  # 1: the per-command schemas before one record (file/path, s
 
 # The order of the columns, image facts first; metric columns follow them.
 FIELDS = ("path", "status", "error", "target", "target_name", "predicted", "predicted_name", "probability", "logit",
-          "passes_run", "passes_saved", "seconds")
+          "passes_run", "passes_saved", "seconds", "orientation", "mode", "upscaled", "warning")  # the last four:
+# what decoding did (``preprocess.Decoding``), present when the image was decoded by camrt
 
 ClassName = Callable[[int], "str | None"]
 

@@ -1,14 +1,20 @@
 """A command's output folder: run.json (what made the results), the --resume checks, and refusing to mix runs.
 
 ``evaluate`` and ``explain-dataset`` both open their --out here: a new folder gets run.json (camrt version, record
-version, bundle hash, settings); ``--resume`` continues only a folder made by the same settings and record version.
+version, command, bundle hash, settings); ``--resume`` continues only a folder made by the same command, settings and
+record version. A folder that holds other files is never written to; one writer at a time holds the folder's lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,74 @@ from camrt.runtime.bundle import Bundle
 from camrt.runtime.records import RECORD_VERSION
 
 RUN = "run.json"
+LOCK = ".camrt.lock"  # flock'ed by the one writer of a run folder
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt is, so the same cleanup commits the finished images."""
+
+    exit_status = 143  # 128 + SIGTERM, as a shell reports a process ended by it
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (schedulers, containers, ``kill``) raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(f"terminated (signal {signum})")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def locked(out: str | Path) -> Iterator[Path]:
+    """``out`` created, and held with an exclusive lock (``flock`` on its .camrt.lock) for the block: a second
+    writer on the same folder gets a one-line error instead of mixing its rows with the first's."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InputError(f"--out: {out} is in use by another camrt run; wait for it to end or choose another "
+                         "folder") from None
+    try:
+        yield out
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def refuse_foreign(out: Path, command: str) -> None:
+    """A one-line error when ``out`` holds files but no run.json: it is not a camrt folder, and nothing of it is
+    replaced or deleted."""
+    if out.is_dir() and not (out / RUN).exists() and any(p.name != LOCK for p in out.iterdir()):
+        raise InputError(f"--out: {out} is not empty and is not a camrt {command} folder (it has no {RUN}); "
+                         "choose a new or empty folder")
+
+
+def open_output(out: str | Path, command: str) -> Path:
+    """``out`` for a command that adds to its folder run after run (``explain``): new, empty, or made by the same
+    command (its run.json says so); anything else is refused in one line."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out: {out} exists and is not a directory")
+    refuse_foreign(out, command)
+    if (out / RUN).exists():
+        _check_command(out, read_run(out), command)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / RUN, json.dumps({"camrt_version": __version__, "command": command}, indent=2) + "\n")
+    return out
 
 
 def bundle_hash(bundle: Bundle | str | Path) -> str:
@@ -32,9 +106,11 @@ def run_config(bundle: Bundle | str | Path, settings: dict[str, Any]) -> dict[st
     return {"bundle_sha256": bundle_hash(bundle), **settings}
 
 
-def open_run(out: str | Path, config: dict[str, Any], resume: bool, results: Sequence[str] = ()) -> Path:
-    """Create ``out`` with its run.json, or, on ``resume``, check it was made with ``config``; a folder with run.json
-    or files matching the globs ``results`` is refused without ``resume``. Each refusal is one line."""
+def open_run(out: str | Path, config: dict[str, Any], resume: bool, results: Sequence[str] = (),
+             command: str = "run", extra: dict[str, Any] | None = None) -> Path:
+    """Create ``out`` with its run.json (``extra``: facts recorded but not compared), or, on ``resume``, check it was
+    made by ``command`` with ``config``; a folder with run.json or files matching the globs ``results`` is refused
+    without ``resume``, one with other files always. Each refusal is one line."""
     out, config = Path(out), json.loads(json.dumps(config))  # compared as run.json gives them back
     if out.exists() and not out.is_dir():
         raise InputError(f"--out: {out} exists and is not a directory")
@@ -43,16 +119,23 @@ def open_run(out: str | Path, config: dict[str, Any], resume: bool, results: Seq
     if has_results and not resume:
         raise InputError(f"--out: {out} already has results; add --resume to continue them, or choose another folder")
     if has_results:
-        _check(out, config)
+        _check(out, config, command)
         return out
+    refuse_foreign(out, command)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"camrt_version": __version__, "record_version": RECORD_VERSION, **config}
+    payload = {"camrt_version": __version__, "record_version": RECORD_VERSION, "command": command, **config,
+               **(extra or {})}
     write_text(run_path, json.dumps(payload, indent=2) + "\n")
     return out
 
 
-def _check(out: Path, config: dict[str, Any]) -> None:
-    """Refuse to resume a folder that is not a camrt run of this record version and these settings."""
+def update_run(out: Path, changes: dict[str, Any]) -> None:
+    """Rewrite run.json with ``changes`` (atomic): what ``--allow-new`` records about the grown listing."""
+    write_text(out / RUN, json.dumps({**read_run(out), **changes}, indent=2) + "\n")
+
+
+def read_run(out: Path) -> dict[str, Any]:
+    """The run.json of run folder ``out`` (a one-line error when it is missing, not JSON, or not camrt's)."""
     run_path = out / RUN
     try:
         previous = json.loads(run_path.read_text(encoding="utf-8"))
@@ -64,6 +147,19 @@ def _check(out: Path, config: dict[str, Any]) -> None:
                          "choose another --out") from None
     if not isinstance(previous, dict) or "camrt_version" not in previous:
         raise InputError(f"--resume: {run_path} was not written by camrt; choose another --out")
+    return previous
+
+
+def _check_command(out: Path, previous: dict[str, Any], command: str) -> None:
+    made_by = previous.get("command", command)  # run.json had no command before this camrt
+    if made_by != command:
+        raise InputError(f"--out: {out} holds the results of camrt {made_by}, not {command}; choose another folder")
+
+
+def _check(out: Path, config: dict[str, Any], command: str) -> None:
+    """Refuse to resume a folder that is not a camrt run of this command, record version and these settings."""
+    previous = read_run(out)
+    _check_command(out, previous, command)
     version = previous.get("record_version", 1)  # run.json had no record_version before version 2
     if version != RECORD_VERSION:
         age = "an older" if isinstance(version, int) and version < RECORD_VERSION else "another"

@@ -3,13 +3,17 @@
 Layout of OUT::
 
     run.json                    the settings (--resume refuses other ones)
-    shards/shard-000000.npz     index (n,) int64, saliency (n, H, W) float16, weights (n, K) float32, target (n,)
+    listing.csv                 index, key, label of every image the run took on (``listing``)
+    shards/shard-000000.npz     index (n,) int64, key (n,) str, saliency (n, H, W) float16, weights (n, K) float32,
+                                target (n,)
     shards/shard-000000.csv     the index rows of that shard, and of the bad images met since the last shard
     index.csv                   every row, by dataset order: written when the run ends (README "Per-image records")
 
 A shard is committed in two steps: its .npz is renamed into place, then its .csv. The .csv is the commit mark:
 an .npz without one (a crash between the two renames) is deleted on --resume and its images are done again.
-Nothing is ever appended to, so a crash leaves only whole files. numpy reads the shards, pandas the index.
+Nothing is ever appended to, and a shard is published by a hard link that never replaces an existing name, so a
+crash leaves only whole files; only camrt's own temporary names are deleted. numpy reads the shards, pandas the
+index. Rows are keyed by ``key``, the image's path relative to the data root.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from camrt.runtime.atomic import atomic_write
+from camrt.errors import InputError
+from camrt.runtime.atomic import atomic_write, temporary_of
 from camrt.runtime.records import to_csv
 
 SHARDS = "shards"
 INDEX = "index.csv"
 FIRST = ("index",)  # then records.FIELDS, then the metric columns (with --metrics), then LAST
-LAST = ("label", "shard", "row")
+LAST = ("key", "label", "shard", "row")
 _SHARD = re.compile(r"^shard-(\d{6})\.(npz|csv)$")
 
 
@@ -50,9 +55,21 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of one index CSV (strings, as written)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    """The rows of one index CSV (strings, as written); a one-line error naming it when it is not one."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+        missing = [c for c in ("index", "key", "status") if c not in (reader.fieldnames or ())]
+        problem = f"no {', '.join(missing)} column" if missing else ""
+        if not missing:
+            [int(row["index"]) for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, TypeError, ValueError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        raise InputError(f"{path}: not a camrt shard index ({problem}); delete it and its .npz to redo those "
+                         "images, or choose another --out")
+    return rows
 
 
 class ShardWriter:
@@ -75,8 +92,8 @@ class ShardWriter:
         numbers: set[int] = set()
         for path in sorted(self.folder.iterdir()):
             match = _SHARD.match(path.name)
-            if path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
+            if _SHARD.match(temporary_of(path.name) or ""):
+                path.unlink(missing_ok=True)  # a shard's temporary, left by a crash (the run folder is locked)
             elif match and match.group(2) == "npz" and not path.with_suffix(".csv").exists():
                 path.unlink()  # the crash came between the two renames: not committed
             elif match:
@@ -86,9 +103,9 @@ class ShardWriter:
         self.next_shard = max(numbers) + 1 if numbers else 0
 
     @property
-    def done_paths(self) -> set[str]:
-        """The paths with a committed row (ok or error): what --resume skips."""
-        return {row["path"] for row in self.committed}
+    def done_keys(self) -> set[str]:
+        """The keys with a committed row (ok or error): what --resume skips."""
+        return {row["key"] for row in self.committed}
 
     # ------------------------------------------------------------------ writing
     def add(self, row: dict[str, Any], saliency: np.ndarray | None = None, weights: np.ndarray | None = None) -> None:
@@ -113,12 +130,13 @@ class ShardWriter:
                     row["shard"] = f"{SHARDS}/{name}.npz"
             ok = [row for row in self._rows if "row" in row]
             index = np.array([int(row["index"]) for row in ok], dtype=np.int64)
+            keys = np.array([str(row["key"]) for row in ok], dtype=str)
             target = np.array([int(row["target"]) for row in ok], dtype=np.int64)
             saliency, weights = np.stack(self._maps), np.stack(self._weights)
             atomic_write(self.folder / f"{name}.npz", _durable(lambda handle: np.savez(
-                handle, index=index, saliency=saliency, weights=weights, target=target)))
+                handle, index=index, key=keys, saliency=saliency, weights=weights, target=target)), replace=False)
         text = rows_to_csv(self._rows).encode()
-        atomic_write(self.folder / f"{name}.csv", _durable(lambda handle: handle.write(text)))
+        atomic_write(self.folder / f"{name}.csv", _durable(lambda handle: handle.write(text)), replace=False)
         self.committed.extend({k: "" if v is None else str(v) for k, v in row.items()} for row in self._rows)
         self.next_shard += 1
         self._rows, self._maps, self._weights = [], [], []

@@ -138,7 +138,7 @@ def test_runners_are_context_managers(tiny_bundle):
         expected = runner.logits(x)
     with pytest.raises(CamrtError, match="closed"):
         runner.head(np.zeros((1, 16, 1, 1), np.float32))
-    with make_runner("torch", bundle, threads=1) as torch_runner:
+    with make_runner("torch", bundle, threads=1, trust_pickles=True) as torch_runner:
         np.testing.assert_allclose(torch_runner.logits(x), expected, rtol=1e-4, atol=1e-4)
     assert torch_runner._features is None and torch_runner._head is None
     with pytest.raises(CamrtError, match="^backend 'torch': this runner is closed"):

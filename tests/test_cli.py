@@ -62,7 +62,8 @@ def test_explain_writes_maps_overlays_and_summary(bundle, photos, tmp_path, caps
                               "--out", out, "--threads", "1", "-q"], capsys)
     assert code == 0, err
     assert "explained 2 of 2 images" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "tall.npy", "tall.png", "wide.npy", "wide.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "summary.json", "tall.npy", "tall.png", "wide.npy",
+                                                           "wide.png"]
     for stem in ("tall", "wide"):
         saliency = np.load(out / f"{stem}.npy")
         assert saliency.shape == (SIZE, SIZE) and saliency.dtype == np.float32
@@ -110,7 +111,7 @@ def test_target_by_index_and_name_and_noise_options(bundle, photos, tmp_path, ca
     record = summary["images"][0]
     assert (record["target"], record["target_name"], summary["seed"]) == (3, "class3", 7)
     first = np.load(out / "wide.npy")
-    code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "--target", "3", "-q",
+    code, _, err = _run(["explain", bundle, photos / "wide.jpg", "--out", out, "--target", "3", "-q", "--overwrite",
                          "--method", "sscam", "--convention", "torchcam", "-O", "num_samples=2", "--seed", "7"], capsys)
     assert code == 0, err
     np.testing.assert_array_equal(np.load(out / "wide.npy"), first)  # same seed, same map
@@ -270,7 +271,8 @@ def test_explain_recurses_into_subfolders_and_takes_their_labels(bundle, tmp_pat
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(r["path"] for r in summary["images"]) == sorted(str(p) for p in paths)
     assert "explained 5 of 5 images" in stdout
-    assert {p.name for p in out.iterdir()} == {"summary.json", *(f"{s}.{e}" for s in ("top", "a", "b", "c", "a-2")
+    assert {p.name for p in out.iterdir()} == {"run.json", "summary.json",
+                                               *(f"{s}.{e}" for s in ("top", "a", "b", "c", "a-2")
                                                                   for e in ("npy", "png"))}
     code, _, err = _run(["explain", bundle, tmp_path / "data", paths[1], "--out", tmp_path / "labels", "-q",
                          "--target", "label"], capsys)
@@ -282,8 +284,8 @@ def test_explain_recurses_into_subfolders_and_takes_their_labels(bundle, tmp_pat
         if record["status"] == "ok":
             assert record["target_name"] == Path(record["path"]).relative_to(tmp_path / "data").parts[0]
     assert list(records[1]) == ["path", "status", "error", "target", "target_name", "predicted", "predicted_name",
-                                "probability", "logit", "passes_run", "passes_saved", "seconds", "saliency",
-                                "overlay"]
+                                "probability", "logit", "passes_run", "passes_saved", "seconds", "orientation",
+                                "mode", "upscaled", "warning", "saliency", "overlay"]
 
 
 @pytest.mark.parametrize("method, convention, options", [
@@ -356,13 +358,13 @@ def test_export_prints_the_bundle_summary(tmp_path, monkeypatch, capsys) -> None
         pytest.skip(f"camrt.exporter is not importable ({exc})")
     calls = []
 
-    def load_model(spec, weights=None):
+    def load_model(spec, weights=None, random_weights=False):
         calls.append((spec, weights))
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
                                     torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
         info = {"name": "stub", "class_names": ["a", "b", "c"], "mean": (0.5, 0.5, 0.5), "std": (0.2, 0.2, 0.2),
-                "input_size": 24}
+                "input_size": 24, "random_weights": random_weights}
         return model, info
 
     stub = types.ModuleType("camrt.exporter.models")

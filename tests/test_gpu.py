@@ -80,7 +80,8 @@ def _backend_or_skip(tiny_bundle, backend, **options):
 
 
 @pytest.mark.parametrize("backend,options", [
-    ("torch", {"device": "cuda"}), ("torch", {"device": "cuda", "cuda_graphs": False}),
+    ("torch", {"device": "cuda", "trust_pickles": True}),
+    ("torch", {"device": "cuda", "cuda_graphs": False, "trust_pickles": True}),
     ("onnxruntime-cuda", {}), ("onnxruntime-tensorrt", {}), ("tensorrt", {}),
 ])
 @pytest.mark.parametrize("method,convention", CASES)

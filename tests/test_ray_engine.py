@@ -90,8 +90,8 @@ def test_ray_resume_does_each_image_once(named_bundle, folder, tmp_path) -> None
     assert first.total == 3
     before = read_index(out)
     maps_before = load_maps(out)
-    run = explain_dataset(named_bundle, folder, out, engine="ray", resume=True, batch_size=16, shard_size=2,
-                          progress=False, ray_options=RAY_OPTIONS)
+    run = explain_dataset(named_bundle, folder, out, engine="ray", resume=True, allow_new=True, batch_size=16,
+                          shard_size=2, progress=False, ray_options=RAY_OPTIONS)
     assert (run.total, run.skipped_done, run.explained + run.failed) == (7, 3, 4)
     rows = read_index(out)
     assert sorted(int(row["index"]) for row in rows) == list(range(7))

@@ -50,11 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"camrt: error: {one_line(exc)}", file=sys.stderr)
         return USAGE_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as run_folder.Terminated (exit 143)
         if args.debug:
             raise
-        print("camrt: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        print(f"camrt: {exc or 'interrupted'}", file=sys.stderr)
+        return int(getattr(exc, "exit_status", INTERRUPTED))
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

@@ -4,7 +4,6 @@ reading of each, so a flag means the same in every command."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,9 +13,12 @@ from typing import Any, NoReturn
 from camrt.errors import BundleError, CamrtError, InputError, one_line
 from camrt.runtime.backends import BACKEND_NAMES, precisions, runner_options
 from camrt.runtime.bundle import Bundle
+from camrt.runtime.classes import class_index, did_you_mean
 from camrt.runtime.dataset import label_index
+from camrt.runtime.engine.window import check_batch_size
 from camrt.runtime.methods import METHODS
 from camrt.runtime.metrics.confidence import DEFAULT_VARIANTS
+from camrt.runtime.preprocess import BACKGROUND, parse_background
 
 TARGETS = ("predicted", "label")
 
@@ -48,6 +50,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def background(text: str) -> tuple[int, int, int]:
+    """An argparse type: the colour transparent pixels are composited on (a name, #rrggbb or R,G,B)."""
+    try:
+        return parse_background(text.split(",") if "," in text else text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("background: ")) from None
+
+
+def batch_size(text: str) -> int:
+    """An argparse type: a batch size in [1, MAX_BATCH] (``engine.window.check_batch_size``)."""
+    try:
+        return check_batch_size(positive_int(text))
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
 
 
 def count(text: str) -> int:
@@ -109,25 +127,10 @@ def add_target_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_target(value: str, bundle: Bundle) -> str | int:
-    """--target as ``predicted``, ``label`` or a class index in range (an integer, or one of the class names)."""
+    """--target as ``predicted``, ``label`` or a class index in range (an integer, or a class name or synonym)."""
     if value in TARGETS:
         return value
-    classes = bundle.manifest.num_classes
-    try:
-        index = int(value)
-    except ValueError:
-        names = bundle.manifest.class_names or []
-        if value in names:
-            return names.index(value)
-        if not names:
-            raise InputError(f"--target: expected predicted, label, or a class index in [0, {classes}), "
-                             f"got {value!r}") from None
-        close = difflib.get_close_matches(value, names, n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise InputError(f"--target: no class named {value!r} in this bundle{hint}") from None
-    if not 0 <= index < classes:
-        raise InputError(f"--target: class index {index} out of range [0, {classes})")
-    return index
+    return class_index(value, bundle.manifest.class_names, bundle.manifest.num_classes, "--target")
 
 
 def image_target(target: str | int, label: str | None, bundle: Bundle, path: Path) -> int | None:
@@ -140,7 +143,8 @@ def image_target(target: str | int, label: str | None, bundle: Bundle, path: Pat
         raise InputError(f"{path}: no label (--target label needs an ImageFolder subfolder or a CSV label)")
     index = label_index(label, bundle)
     if index is None:
-        raise InputError(f"{path}: label {label!r} is not a class of this bundle")
+        raise InputError(f"{path}: label {label!r} is not a class of this bundle"
+                         f"{did_you_mean(label, bundle.manifest.class_names or [])}")
     return index
 
 
@@ -181,11 +185,19 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=precisions(), default="fp32",
                         help="GPU backends: engine precision (bf16: torch only; default: fp32)")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="T", help="CPU threads of the backend")
+    parser.add_argument("--trust-bundle", action="store_true",
+                        help="--backend torch: load the bundle's torch.export programs, whose pickles can run code; "
+                             "only for bundles you trust as you trust code")
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    """--device, --precision and --threads as the chosen backend's keyword arguments."""
-    return runner_options(args.backend, args.device, args.precision, args.threads)
+    """--device, --precision, --threads and --trust-bundle as the chosen backend's keyword arguments."""
+    options = runner_options(args.backend, args.device, args.precision, args.threads)
+    if getattr(args, "trust_bundle", False):
+        if args.backend != "torch":
+            raise InputError(f"--trust-bundle: only backend torch loads pickles; {args.backend} needs no trust")
+        options["trust_pickles"] = True
+    return options
 
 
 def make_explainer(args: argparse.Namespace) -> Any:
@@ -194,11 +206,19 @@ def make_explainer(args: argparse.Namespace) -> Any:
 
     options = backend_options(args)
     try:
-        return Explainer(args.bundle, backend=args.backend, **options)
+        explainer = Explainer(args.bundle, backend=args.backend, **options)
     except (BundleError, InputError):
         raise
     except CamrtError as exc:
         raise CamrtError(f"--backend {args.backend}: {exc}") from None
+    warn_random_weights(explainer.bundle)
+    return explainer
+
+
+def warn_random_weights(bundle: Bundle) -> None:
+    """The one-line warning for a bundle exported with --random-weights, whose maps explain no trained model."""
+    if bundle.manifest.random_weights:
+        warn(f"{bundle.root}: exported with --random-weights; its predictions and maps explain an untrained model")
 
 
 # ------------------------------------------------------------------------------------------ output, run, progress
@@ -211,11 +231,13 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str, resume: str
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, batch: str = "masked inputs per forward pass") -> None:
-    """--batch-size/-b, --seed and --quiet/-q."""
-    parser.add_argument("--batch-size", "-b", type=positive_int, default=64, metavar="N",
+    """--batch-size/-b, --seed, --quiet/-q and --background."""
+    parser.add_argument("--batch-size", "-b", type=batch_size, default=64, metavar="N",
                         help=f"{batch} (default: 64)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed for sscam (default: 0)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--background", type=background, default=BACKGROUND, metavar="COLOUR",
+                        help="what transparent pixels are composited on: a name, #rrggbb or R,G,B (default: white)")
 
 
 def add_shared_arguments(parser: argparse.ArgumentParser, what: str, resume: str | None = None,
@@ -226,14 +248,6 @@ def add_shared_arguments(parser: argparse.ArgumentParser, what: str, resume: str
     add_output_arguments(parser, what, resume)
     add_backend_arguments(parser)
     add_run_arguments(parser, batch)
-
-
-def prepare_out(out: Path) -> Path:
-    """--out as a folder, created when missing; a one-line error when it is a file."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def progress_bar(total: int, quiet: bool) -> Any:

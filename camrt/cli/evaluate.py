@@ -28,11 +28,11 @@ from camrt.cli.args import (
     metric_variants,
     parse_options,
     passes_postfix,
-    prepare_out,
     progress_bar,
     resolve_target,
 )
 from camrt.errors import CamrtError, InputError
+from camrt.runtime.run_folder import locked, sigterm_as_interrupt
 
 NAME = "evaluate"
 RECORDS = "records.jsonl"
@@ -64,9 +64,15 @@ def run(args: argparse.Namespace) -> int:
     args.target = resolve_target(args.target, explainer.bundle)
     evaluator = Evaluator(explainer, confidence, causal, args.step, args.batch_size)
     items = discover(args.data)[: args.limit]
-    out = prepare_out(args.out)
-    done = _load_done(out, explainer.bundle, _config(args, specs, evaluator.metrics.variants), args.resume)
+    with locked(args.out) as out, sigterm_as_interrupt():  # one writer; SIGTERM keeps the records written
+        return _evaluate_all(out, items, evaluator, specs, args, started)
 
+
+def _evaluate_all(out: Path, items: list[Any], evaluator: Any, specs: list[Any], args: argparse.Namespace,
+                  started: float) -> int:
+    """Evaluate the items not in ``out``'s records yet, appending a record per image, then write the reports."""
+    explainer = evaluator.explainer
+    done = _load_done(out, explainer.bundle, _config(args, specs, evaluator.metrics.variants), args.resume)
     with progress_bar(len(items), args.quiet) as bar:
         for index, item in enumerate(items):
             key = _key(item.path)
@@ -90,20 +96,22 @@ def _evaluate_one(evaluator: Any, item: Any, index: int, specs: list[Any], args:
     """One image's record (README "Per-image records") through every method and metric; a bad image's record
     has status ``error`` and the one-line reason naming its file."""
     from camrt.runtime.dataset import label_index
-    from camrt.runtime.preprocess import normalize, original_for_overlay
+    from camrt.runtime.preprocess import decode_photo, normalize
     from camrt.runtime.records import error_record, ordered
 
     bundle = evaluator.explainer.bundle
     try:
         target = image_target(args.target, item.label, bundle, item.path)
         pre = bundle.manifest.preprocessing
-        rgb = original_for_overlay(item.path, pre)
+        rgb, decoding = decode_photo(item.path, pre, args.background)
         evaluation = evaluator.evaluate(normalize(rgb, pre)[None], specs, targets=target, seed=args.seed,
                                         progress=passes_postfix(bar, item.path))
     except CamrtError as exc:
         return {"index": index, **error_record(item.path, image_error(item.path, exc)), "label": item.label}
-    record = ordered({"index": index, **evaluation.records(bundle.class_name, [item.path])[0], "label": item.label},
-                     first=("index",))
+    record = ordered({"index": index, **evaluation.records(bundle.class_name, [item.path])[0],
+                      **decoding.fields(), "label": item.label}, first=("index",))
+    if decoding.warning:
+        bar.write(f"camrt: warning: {decoding.warning}", file=sys.stderr)
     if item.label is not None:
         record["label_index"] = label_index(item.label, bundle)
     if index < args.overlays:
@@ -134,6 +142,7 @@ def _config(args: argparse.Namespace, specs: list[Any], variants: dict[str, list
         "causal": [c.description for c in variants.get("causal", [])],
         "target": args.target,
         "seed": args.seed,
+        "background": list(args.background),
     }
 
 
@@ -143,7 +152,7 @@ def _load_done(out: Path, bundle: Any, config: dict[str, Any], resume: bool) -> 
     from camrt.runtime.atomic import write_bytes
     from camrt.runtime.run_folder import open_run, run_config
 
-    open_run(out, run_config(bundle, config), resume, results=(RECORDS,))
+    open_run(out, run_config(bundle, config), resume, results=(RECORDS,), command=NAME)
     records_path = out / RECORDS
     done: dict[str, dict[str, Any]] = {}
     if not records_path.exists():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -38,6 +39,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("inputs", metavar="INPUTS", nargs="+", type=Path,
                    help="image files, or folders (their images and their subfolders' images, by path)")
     flags.add_shared_arguments(p, "the maps, overlays and summary.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace <stem>.npy / <stem>.png left in --out by an earlier run (never an input)")
     p.add_argument("--alpha", type=float, default=0.5, help="heat-map weight in the overlay (default: 0.5)")
 
 
@@ -56,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     target = flags.resolve_target(args.target, bundle)
     items = collect_images(args.inputs, warn=flags.warn)[: args.limit]
     stems = output_stems([item.path for item in items])
-    out = flags.prepare_out(args.out)
+    out = claim_outputs(args.out, [item.path for item in items], stems, args.overwrite)
     records: dict[int, dict[str, Any]] = {}
-    photos: dict[int, np.ndarray] = {}  # the photos in flight, for their overlays
+    photos: dict[int, tuple[np.ndarray, Any]] = {}  # the photos in flight and what decoding did, for the writer
 
     with flags.progress_bar(len(items), args.quiet) as bar:
         def fail(index: int, error: str | BaseException) -> None:
@@ -69,12 +72,15 @@ def run(args: argparse.Namespace) -> int:
 
         def images() -> Iterator[Image]:
             entries = ((i, item.path, item.label) for i, item in enumerate(items))
-            for decoded in decode_ahead(entries, bundle.manifest.preprocessing, keep_rgb=True):
+            for decoded in decode_ahead(entries, bundle.manifest.preprocessing, keep_rgb=True,
+                                        background=args.background):
                 try:
                     if decoded.x is None:
                         raise InputError(decoded.error or "cannot read this image")
                     chosen = flags.image_target(target, decoded.label, bundle, decoded.path)
-                    photos[decoded.index] = decoded.rgb  # type: ignore[assignment]
+                    photos[decoded.index] = (decoded.rgb, decoded.decoding)  # type: ignore[assignment]
+                    if decoded.decoding is not None and decoded.decoding.warning:
+                        bar.write(f"camrt: warning: {decoded.decoding.warning}", file=sys.stderr)
                     yield Image(decoded.index, decoded.x, chosen)
                 except InputError as exc:
                     fail(decoded.index, exc)
@@ -96,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
                     photos.pop(result.index, None)
                     fail(result.index, result.error or "not explained")
                     continue
-                item, stem, rgb = items[result.index].path, stems[result.index], photos.pop(result.index)
-                pending.append((result.index, writer.submit(_write, result, rgb, item, stem, out, args, bundle)))
+                item, stem, (rgb, decoding) = items[result.index].path, stems[result.index], photos.pop(result.index)
+                pending.append((result.index, writer.submit(_write, result, rgb, item, stem, out, args, bundle,
+                                                            decoding)))
                 while pending and (len(pending) > WRITE_AHEAD or pending[0][1].done()):
                     written(*pending.popleft())
             while pending:
@@ -113,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(result: Any, rgb: np.ndarray, path: Path, stem: str, out: Path, args: argparse.Namespace,
-           bundle: Any) -> dict[str, Any]:
+           bundle: Any, decoding: Any = None) -> dict[str, Any]:
     """Write one explained image's <stem>.npy and <stem>.png overlay on ``rgb``; return its summary record."""
     from camrt.runtime.overlay import save_overlay
 
@@ -121,8 +128,27 @@ def _write(result: Any, rgb: np.ndarray, path: Path, stem: str, out: Path, args:
     atomic_write(out / f"{stem}.npy", lambda handle: np.save(handle, saliency))
     save_overlay(rgb, saliency, out / f"{stem}.png", alpha=args.alpha)
     costs = cost_fields(int(result.passes_run), int(result.passes_saved), result.seconds)
-    return ordered(ok_record(path, result.target, result.logits, bundle.class_name, **costs,
+    facts = decoding.fields() if decoding is not None else {}
+    return ordered(ok_record(path, result.target, result.logits, bundle.class_name, **costs, **facts,
                              saliency=f"{stem}.npy", overlay=f"{stem}.png"))
+
+
+def claim_outputs(out: Path, inputs: Sequence[Path], stems: Sequence[str], overwrite: bool) -> Path:
+    """--out opened for ``explain`` (new, empty, or an earlier explain's: ``run_folder.open_output``), after checking
+    that no name it will write is an input, nor (without ``overwrite``) an earlier run's map or overlay."""
+    from camrt.runtime.run_folder import RUN, open_output
+
+    sources = {os.path.realpath(path) for path in inputs}
+    names = [SUMMARY, RUN, *(f"{stem}{suffix}" for stem in stems for suffix in (".npy", ".png"))]
+    for name in names:
+        target = out / name
+        if os.path.realpath(target) in sources:
+            raise InputError(f"--out: {target} is an input image, and an output would replace it; choose another "
+                             "folder")
+        if not overwrite and name not in (SUMMARY, RUN) and os.path.lexists(target):
+            raise InputError(f"--out: {target} exists (an earlier run's output); add --overwrite to replace it, "
+                             "or choose another folder")
+    return open_output(out, NAME)
 
 
 def collect_images(inputs: Sequence[Path], warn: Callable[[str], None] | None = None) -> list[Item]:

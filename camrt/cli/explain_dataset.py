@@ -21,6 +21,7 @@ from camrt.cli.args import (
     parse_options,
     positive_int,
     resolve_target,
+    warn_random_weights,
 )
 
 NAME = "explain-dataset"
@@ -34,6 +35,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="a folder tree (subfolders: ImageFolder labels), a CSV of path[,label], or a glob")
     add_shared_arguments(p, "shards and index.csv", resume="continue the run in --out: skip every committed image",
                          batch="masked inputs per forward pass, across images")
+    p.add_argument("--allow-new", action="store_true",
+                   help="with --resume: explain images added to DATA after the others (nothing is renumbered)")
     p.add_argument("--shard-size", type=positive_int, default=256, metavar="N", help="maps per shard (default: 256)")
     p.add_argument("--workers", type=count, default=2, metavar="N",
                    help="decode threads ahead of the engine (0: decode inline; default: 2)")
@@ -61,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
         target = resolve_target(args.target, bundle.bundle)
     else:
         bundle = args.bundle
-        target = resolve_target(args.target, Bundle.load(args.bundle))
+        loaded = Bundle.load(args.bundle)
+        warn_random_weights(loaded)
+        target = resolve_target(args.target, loaded)
     result = explain_dataset(
         bundle, args.data, args.out, args.method, args.convention, options=parse_options(args.option, args.method),
         target=target, batch_size=args.batch_size, shard_size=args.shard_size, seed=args.seed,
-        confidence=confidence, causal=causal, step=args.step, resume=args.resume, workers=args.workers,
+        confidence=confidence, causal=causal, step=args.step, background=args.background, resume=args.resume,
+        allow_new=args.allow_new,
+        workers=args.workers,
         limit=args.limit, engine=args.engine, backend=args.backend, backend_options=backend_options(args),
         ray_options=ray_options, progress=not args.quiet,
     )

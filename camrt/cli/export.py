@@ -25,7 +25,11 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--layer", "-l", default=None,
                    help="the target layer's module name (default: the last layer with a spatial map)")
     p.add_argument("--out", "-o", required=True, type=Path, help="the bundle folder to write")
-    p.add_argument("--weights", default=None, help="a state_dict file to load (default: the model's own)")
+    p.add_argument("--weights", default=None, metavar="NAME|FILE",
+                   help="torchvision weights (DEFAULT, IMAGENET1K_V1, ...; from torch's cache or downloaded) or a "
+                        "state_dict file (default: DEFAULT for torchvision names, the model's own otherwise)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export untrained, randomly initialised weights (recorded in the bundle; commands warn)")
     p.add_argument("--input-size", type=size, default=None, metavar="S",
                    help="the crop size S or HxW (default: the model's)")
     p.add_argument("--resize", type=positive_int, default=None, metavar="R",
@@ -70,13 +74,13 @@ def run(args: argparse.Namespace) -> int:
         raise
     if os.getcwd() not in sys.path:  # the console script does not put the working folder on the path
         sys.path.insert(0, os.getcwd())  # ... but pkg.module:factory specs are meant to be found there
-    model, info = load_model(args.model, weights=args.weights)
+    model, info = load_model(args.model, weights=args.weights, random_weights=args.random_weights)
     height, width = args.input_size or _info_size(info.get("input_size"))
     resize = args.resize if args.resize is not None or args.input_size is not None else info.get("resize")
     given = {key: info[key] for key in ("mean", "std", "class_names") if info.get(key) is not None}
     bundle = export(
         model, args.layer, args.out, input_shape=(3, height, width), model_name=info.get("name") or args.model,
-        resize=resize, opset=args.opset, **given,
+        resize=resize, opset=args.opset, random_weights=info["random_weights"], **given,
     )
     engines: list[tuple[str, str]] = []
     if args.tensorrt:

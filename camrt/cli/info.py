@@ -19,6 +19,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
+RANDOM_WEIGHTS = "random (exported with --random-weights: its maps explain no trained model)"
+
+
 def run(args: argparse.Namespace) -> int:
     """Print the bundle's manifest (as JSON with --json)."""
     bundle = Bundle.load(args.bundle)
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     print_fields([
         ("bundle", str(bundle.root)),
         ("model", m.model_name),
+        ("weights", RANDOM_WEIGHTS if m.random_weights else "as exported (not --random-weights)"),
         ("layer", m.target_layer),
         ("input", f"{dims(m.input_shape)} (resize {pre.resize}, crop {dims(pre.crop)}, {pre.interpolation}, "
                   f"mean {_floats(pre.mean)}, std {_floats(pre.std)})"),

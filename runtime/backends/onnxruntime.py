@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from camrt.errors import BundleError, CamrtError, first_line
+from camrt.errors import CamrtError
 from camrt.runtime.backends.base import Closing, Runner, require
+from camrt.runtime.backends.ort_sessions import verified_sessions
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE, LOGITS, Bundle
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -46,12 +47,7 @@ class OnnxrtRunner(Closing):
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.providers = providers or ["CPUExecutionProvider"]
-        self._sessions: dict[str, Any] = {}
-        for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
-            try:
-                self._sessions[key] = ort.InferenceSession(str(path), options, providers=self.providers)
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise BundleError(f"{path}: ONNX Runtime cannot load it ({first_line(exc)})") from None
+        self._sessions = verified_sessions(ort, bundle, options, self.providers, "ONNX Runtime")
 
     @classmethod
     def create(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> Runner:

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from camrt.errors import BundleError, CamrtError, first_line
+from camrt.errors import CamrtError
 from camrt.kernels.gpu import CudaKernels, cuda_kernels, import_cupy
 from camrt.runtime.backends.device import EngineBuffers
+from camrt.runtime.backends.ort_sessions import verified_sessions
 from camrt.runtime.bundle import Bundle
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -60,12 +61,7 @@ class OrtCudaRunner(EngineBuffers):
             }))
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self._sessions: dict[str, Any] = {}
-        for key, path in (("features", bundle.features_path), ("head", bundle.head_path)):
-            try:
-                self._sessions[key] = ort.InferenceSession(str(path), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own exception types
-                raise BundleError(f"{path}: ONNX Runtime ({provider}) cannot load it ({first_line(exc)})") from None
+        self._sessions = verified_sessions(ort, bundle, options, providers, f"ONNX Runtime ({provider})")
         self._async = ort.RunOptions()
         self._async.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self._init_buffers(bundle)

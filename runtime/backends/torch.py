@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -40,16 +41,23 @@ class TorchRunner(Closing):
         return module
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, **options: Any) -> TorchRunner:
-        """Load the bundle's exported programs (features.pt2, head.pt2), written by the exporter beside the ONNX."""
-        torch = _import_torch()
+    def from_bundle(cls, bundle: Bundle, trust_pickles: bool = False, **options: Any) -> TorchRunner:
+        """Load the bundle's exported programs (features.pt2, head.pt2), written by the exporter beside the ONNX.
+
+        ``torch.export.load`` unpickles, which can run any code a bundle's author put there, so the programs load
+        only with ``trust_pickles=True`` (``--trust-bundle``): README "Trust and safety"."""
         modules = []
         for name in (FEATURES_PT2, HEAD_PT2):
             path = bundle.root / name
             if name not in bundle.manifest.files or not path.is_file():
                 raise BundleError(f"{path}: missing; backend 'torch' needs the bundle's PyTorch programs (re-export)")
+            if not trust_pickles:
+                raise BundleError(f"{path}: a torch.export program holds pickles, which can run code when loaded; "
+                                  "load it only from a bundle you trust, with --trust-bundle (trust_pickles=True)")
+            program = io.BytesIO(bundle.read_verified(name))  # the bytes whose hash was checked
+            torch = _import_torch()
             try:
-                modules.append(torch.export.load(str(path)).module())
+                modules.append(torch.export.load(program).module())
             except Exception as exc:  # torch raises many types here
                 raise BundleError(f"{path}: cannot be loaded by torch.export ({type(exc).__name__}: {exc})") from None
         if str(options.get("device", "cpu")).startswith("cuda"):

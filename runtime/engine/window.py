@@ -78,10 +78,14 @@ class Explained:
     native: np.ndarray | None = None  # (h, w) the map at the convention's own resolution, where it has one
 
 
+MAX_BATCH = 4096  # inputs per engine batch at most: larger batches run no faster and only risk memory
+
+
 def check_batch_size(batch_size: Any) -> int:
-    """``batch_size`` as a positive int, or a one-line InputError."""
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size: must be a positive integer, got {batch_size!r}")
+    """``batch_size`` as an int in [1, MAX_BATCH], or a one-line InputError."""
+    if (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
+            or not 1 <= batch_size <= MAX_BATCH):
+        raise InputError(f"batch_size: must be an integer in [1, {MAX_BATCH}], got {batch_size!r}")
     return int(batch_size)
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from camrt.errors import InputError
 from camrt.runtime.methods import iscam, scorecam, scorecampp, sscam
-from camrt.runtime.methods.base import Convention
+from camrt.runtime.methods.base import Convention, Option
 
 METHODS: dict[str, Callable[..., dict[str, Convention]]] = {
     "scorecam": scorecam.conventions,
     "sscam": sscam.conventions,
     "iscam": iscam.conventions,
     "scorecam++": scorecampp.conventions,
+}
+OPTIONS: dict[str, tuple[Option, ...]] = {
+    "scorecam": scorecam.OPTIONS,
+    "sscam": sscam.OPTIONS,
+    "iscam": iscam.OPTIONS,
+    "scorecam++": scorecampp.OPTIONS,
 }
 
 
@@ -23,22 +28,25 @@ def get_convention(method: str, convention: str = "paper", **options: Any) -> Co
     factory = METHODS.get(method)
     if factory is None:
         raise InputError(f"method: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    accepted = option_names(method)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise InputError(f"{unknown[0]}: not an option of {method} (its options: {', '.join(accepted) or 'none'})")
-    for key in ("num_samples",):
-        if key in options and (not isinstance(options[key], int) or options[key] < 1):
-            raise InputError(f"{key}: must be a positive integer, got {options[key]!r}")
-    table = factory(**options)
+    table = factory(**convert_options(method, options))
     if convention not in table:
         raise InputError(f"convention: {method} has no convention {convention!r}; choose one of {', '.join(table)}")
     return table[convention]
 
 
+def convert_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` typed and checked by ``method``'s declared OPTIONS; an unknown or bad one is a one-line error."""
+    declared = {option.name: option for option in OPTIONS[method]}
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise InputError(f"{unknown[0]}: not an option of {method} (its options: {', '.join(declared) or 'none'})")
+    return {key: None if value is None and declared[key].default is None else declared[key].convert(value, method)
+            for key, value in options.items()}
+
+
 def option_names(method: str) -> list[str]:
-    """The options ``method`` takes (its conventions factory's keyword arguments)."""
-    return list(inspect.signature(METHODS[method]).parameters)
+    """The options ``method`` takes, as its module's OPTIONS declares them."""
+    return [option.name for option in OPTIONS[method]]
 
 
 def list_conventions() -> dict[str, list[str]]:
@@ -46,4 +54,5 @@ def list_conventions() -> dict[str, list[str]]:
     return {name: list(factory()) for name, factory in METHODS.items()}
 
 
-__all__ = ["METHODS", "Convention", "get_convention", "list_conventions", "option_names"]
+__all__ = ["METHODS", "OPTIONS", "Convention", "Option", "convert_options", "get_convention", "list_conventions",
+           "option_names"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NoReturn
 
+from camrt.errors import InputError
 from camrt.kernels.masks import MaskSpec
 
 Score = Literal["prob", "logit", "logit-delta"]
@@ -45,3 +48,61 @@ class Convention:
     def zero_mask_skippable(self) -> bool:
         """An all-zero channel under this gate gives an all-zero mask and contributes nothing."""
         return self.mask.gate in ("tanh", "mish", "swish")
+
+
+OptionKind = Literal["int", "float", "floats", "enum"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method option as declared in its module's OPTIONS: type, lower bound, choices, default and help.
+
+    ``convert`` takes what the API or the CLI's ``-O`` gives (numbers, strings, ``0.1,0.5`` lists) and returns the
+    typed value, or raises a one-line InputError naming the option and the value.
+    """
+
+    name: str
+    kind: OptionKind
+    default: Any
+    help: str
+    minimum: float | None = None  # inclusive lower bound of an int, a float or each float of a list
+    choices: tuple[str, ...] = ()
+
+    def convert(self, value: Any, method: str) -> Any:
+        """``value`` as this option's type, checked against its range or choices."""
+        if self.kind == "enum":
+            text = str(value).strip().lower()
+            if text not in self.choices:
+                self._fail(method, value, f"one of {', '.join(self.choices)}")
+            return text
+        if self.kind == "floats":
+            items = value.split(",") if isinstance(value, str) else value
+            if isinstance(items, (int, float)):
+                items = [items]
+            try:
+                numbers = tuple(self._number(item, method, value) for item in items)
+            except TypeError:
+                numbers = ()
+            if not numbers:
+                self._fail(method, value, "a non-empty comma-separated list of numbers")
+            return numbers
+        return self._number(value, method, value)
+
+    def _number(self, item: Any, method: str, whole: Any) -> Any:
+        """One int or finite float of this option, at least ``minimum``."""
+        want = {"int": "an integer", "float": "a finite number"}.get(self.kind, "a list of finite numbers")
+        bound = f" >= {self.minimum:g}" if self.minimum is not None else ""
+        if isinstance(item, bool) or not isinstance(item, (numbers.Real, str)):  # numpy's numbers too
+            self._fail(method, whole, want + bound)
+        try:
+            number = float(item.strip() if isinstance(item, str) else item)
+        except ValueError:
+            self._fail(method, whole, want + bound)
+        if not math.isfinite(number) or (self.kind == "int" and not number.is_integer()):
+            self._fail(method, whole, want + bound)
+        if self.minimum is not None and number < self.minimum:
+            self._fail(method, whole, want + bound)
+        return int(number) if self.kind == "int" else number
+
+    def _fail(self, method: str, value: Any, expected: str) -> NoReturn:
+        raise InputError(f"{self.name}: {method}'s {self.name} must be {expected}, got {value!r}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-from camrt.errors import InputError
 from camrt.kernels.masks import MaskSpec
-from camrt.runtime.methods.base import Convention
+from camrt.runtime.methods.base import Convention, Option
+
+OPTIONS = (
+    Option("num_samples", "int", 10, "integration steps per channel (10 x K passes per image)", minimum=1),
+    Option("coefficients", "floats", None, "the masked input's scales c_i, e.g. 0.1,0.5,1.0 (default: "
+           "c_i = sum_{j<=i} j/N; replaces num_samples by its length)", minimum=0),
+)
 
 
 def cumulative_coefficients(num_samples: int) -> tuple[float, ...]:
@@ -28,8 +32,6 @@ def conventions(num_samples: int = 10, coefficients: Sequence[float] | None = No
         coeffs = cumulative_coefficients(num_samples)
     else:
         coeffs = tuple(float(c) for c in coefficients)
-        if not coeffs or not all(math.isfinite(c) for c in coeffs):
-            raise InputError(f"coefficients: expected a non-empty sequence of finite numbers, got {coefficients!r}")
         num_samples = len(coeffs)
     return {
         "paper": Convention(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from camrt.kernels.masks import MaskSpec
-from camrt.runtime.methods.base import Convention
+from camrt.runtime.methods.base import Convention, Option
+
+OPTIONS: tuple[Option, ...] = ()  # Score-CAM has none: K passes per image
 
 
 def conventions() -> dict[str, Convention]:

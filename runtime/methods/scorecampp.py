@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from camrt.errors import InputError
 from camrt.kernels.masks import GATES, MaskSpec
-from camrt.runtime.methods.base import Convention
+from camrt.runtime.methods.base import Convention, Option
+
+OPTIONS = (
+    Option("gate", "enum", "tanh", "the gate that replaces min-max on each channel", choices=GATES),
+    Option("combine", "enum", "gated", "gated (the paper), or raw (its tanh-as-normaliser ablation)",
+           choices=("gated", "raw")),
+)
 
 
 def conventions(gate: str = "tanh", combine: Literal["gated", "raw"] = "gated") -> dict[str, Convention]:
     """paper: AquillaNatus/ScoreCAMpp ScoreCAM_both (combine="gated"); combine="raw" is its ScoreCAM_norm."""
-    if gate not in GATES:
-        raise InputError(f"gate: unknown gate {gate!r}; choose one of {', '.join(GATES)}")
-    if combine not in ("gated", "raw"):
-        raise InputError(f"combine: must be 'gated' or 'raw', got {combine!r}")
     return {
         "paper": Convention(
             "scorecam++", "paper", MaskSpec(align_corners=False, normalize="none", gate=gate),  # type: ignore[arg-type]

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from camrt.kernels.masks import MaskSpec
-from camrt.runtime.methods.base import Convention
+from camrt.runtime.methods.base import Convention, Option
+
+OPTIONS = (
+    Option("num_samples", "int", 35, "noisy copies per channel (35 x K passes per image)", minimum=1),
+    Option("std", "float", 2.0, "the noise's standard deviation (paper: on the masked input, / its range)", minimum=0),
+)
 
 
 def conventions(num_samples: int = 35, std: float = 2.0) -> dict[str, Convention]:
