@@ -62,8 +62,8 @@ def test_explain_writes_maps_overlays_and_summary(bundle, photos, tmp_path, caps
                               "--out", out, "--threads", "1", "-q"], capsys)
     assert code == 0, err
     assert "explained 2 of 2 images" in stdout
-    assert sorted(p.name for p in out.iterdir()) == ["run.json", "summary.json", "tall.npy", "tall.png", "wide.npy",
-                                                           "wide.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".camrt.lock", "run.json", "summary.json", "tall.npy", "tall.png",
+                                                     "wide.npy", "wide.png"]
     for stem in ("tall", "wide"):
         saliency = np.load(out / f"{stem}.npy")
         assert saliency.shape == (SIZE, SIZE) and saliency.dtype == np.float32
@@ -271,7 +271,7 @@ def test_explain_recurses_into_subfolders_and_takes_their_labels(bundle, tmp_pat
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(r["path"] for r in summary["images"]) == sorted(str(p) for p in paths)
     assert "explained 5 of 5 images" in stdout
-    assert {p.name for p in out.iterdir()} == {"run.json", "summary.json",
+    assert {p.name for p in out.iterdir()} == {".camrt.lock", "run.json", "summary.json",
                                                *(f"{s}.{e}" for s in ("top", "a", "b", "c", "a-2")
                                                                   for e in ("npy", "png"))}
     code, _, err = _run(["explain", bundle, tmp_path / "data", paths[1], "--out", tmp_path / "labels", "-q",

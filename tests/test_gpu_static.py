@@ -73,9 +73,10 @@ def test_cached_engines_are_found_and_hash_checked(tiny_bundle, tmp_path):
     (tmp_path / "b" / "manifest.json").write_text(bundle.manifest.to_json())
     bundle = Bundle.load(tmp_path / "b")
     found = find_engines(bundle, "NVIDIA H100", "10.13", "fp32")
-    assert found is not None and found["head"].read_bytes() == b"head"
+    assert found is not None and found["head"] == b"head"  # the verified bytes themselves
     assert find_engines(bundle, "NVIDIA H100", "10.13", "fp16") is None  # another precision: build anew
-    found["head"].write_bytes(b"tampered")
+    head = engine_key("head", "NVIDIA H100", "10.13", "fp32")
+    (tmp_path / "b" / "engines" / f"{head}.plan").write_bytes(b"tampered")
     with pytest.raises(CamrtError, match="SHA-256"):
         find_engines(bundle, "NVIDIA H100", "10.13", "fp32")
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["engines"]

@@ -394,3 +394,13 @@ def test_a_corrupt_shard_csv_is_one_line_naming_it(named_bundle, tmp_path) -> No
     shard.write_text("garbage,more\n1,2\n")
     with pytest.raises(InputError, match=r"shard-000000.csv: not a camrt shard index \(no index, key, status column"):
         _dataset(named_bundle, data, out, resume=True, allow_new=True)
+
+
+def test_a_second_explain_into_a_folder_in_use_is_refused(named_bundle, tmp_path, capsys) -> None:
+    photos = _photos(tmp_path / "photos", 2)
+    out = tmp_path / "out"
+    with locked(out):  # another run holds the folder
+        code = main(["explain", str(named_bundle), str(photos), "--out", str(out), "-q"])
+    assert code == 2 and "in use by another camrt run" in _one_line(capsys.readouterr().err)
+    assert not list(out.glob("*.npy"))  # it wrote nothing
+    assert main(["explain", str(named_bundle), str(photos), "--out", str(out), "-q"]) == 0  # free again: it runs

@@ -25,6 +25,7 @@ from camrt.runtime.atomic import atomic_write, write_text
 from camrt.runtime.dataset import Item, discover
 from camrt.runtime.methods import get_convention, list_conventions
 from camrt.runtime.records import cost_fields, error_record, ok_record, ordered
+from camrt.runtime.run_folder import locked
 
 NAME = "explain"
 SUMMARY = "summary.json"
@@ -60,63 +61,65 @@ def run(args: argparse.Namespace) -> int:
     items = collect_images(args.inputs, warn=flags.warn)[: args.limit]
     stems = output_stems([item.path for item in items])
     out = claim_outputs(args.out, [item.path for item in items], stems, args.overwrite)
-    records: dict[int, dict[str, Any]] = {}
-    photos: dict[int, tuple[np.ndarray, Any]] = {}  # the photos in flight and what decoding did, for the writer
+    with locked(out):  # one writer per folder: a second explain into it gets a one-line error
+        records: dict[int, dict[str, Any]] = {}
+        photos: dict[int, tuple[np.ndarray, Any]] = {}  # the photos in flight and what decoding did, for the writer
 
-    with flags.progress_bar(len(items), args.quiet) as bar:
-        def fail(index: int, error: str | BaseException) -> None:
-            message = flags.image_error(items[index].path, error)
-            bar.write(f"camrt: warning: {message}; skipped", file=sys.stderr)
-            records[index] = error_record(items[index].path, message)
-            bar.update(1)
+        with flags.progress_bar(len(items), args.quiet) as bar:
+            def fail(index: int, error: str | BaseException) -> None:
+                message = flags.image_error(items[index].path, error)
+                bar.write(f"camrt: warning: {message}; skipped", file=sys.stderr)
+                records[index] = error_record(items[index].path, message)
+                bar.update(1)
 
-        def images() -> Iterator[Image]:
-            entries = ((i, item.path, item.label) for i, item in enumerate(items))
-            for decoded in decode_ahead(entries, bundle.manifest.preprocessing, keep_rgb=True,
-                                        background=args.background):
+            def images() -> Iterator[Image]:
+                entries = ((i, item.path, item.label) for i, item in enumerate(items))
+                for decoded in decode_ahead(entries, bundle.manifest.preprocessing, keep_rgb=True,
+                                            background=args.background):
+                    try:
+                        if decoded.x is None:
+                            raise InputError(decoded.error or "cannot read this image")
+                        chosen = flags.image_target(target, decoded.label, bundle, decoded.path)
+                        photos[decoded.index] = (decoded.rgb, decoded.decoding)  # type: ignore[assignment]
+                        if decoded.decoding is not None and decoded.decoding.warning:
+                            bar.write(f"camrt: warning: {decoded.decoding.warning}", file=sys.stderr)
+                        yield Image(decoded.index, decoded.x, chosen)
+                    except InputError as exc:
+                        fail(decoded.index, exc)
+
+            def written(index: int, future: Future[dict[str, Any]]) -> None:
                 try:
-                    if decoded.x is None:
-                        raise InputError(decoded.error or "cannot read this image")
-                    chosen = flags.image_target(target, decoded.label, bundle, decoded.path)
-                    photos[decoded.index] = (decoded.rgb, decoded.decoding)  # type: ignore[assignment]
-                    if decoded.decoding is not None and decoded.decoding.warning:
-                        bar.write(f"camrt: warning: {decoded.decoding.warning}", file=sys.stderr)
-                    yield Image(decoded.index, decoded.x, chosen)
-                except InputError as exc:
-                    fail(decoded.index, exc)
+                    records[index] = future.result()
+                except CamrtError as exc:
+                    fail(index, exc)
+                    return
+                bar.update(1)
 
-        def written(index: int, future: Future[dict[str, Any]]) -> None:
-            try:
-                records[index] = future.result()
-            except CamrtError as exc:
-                fail(index, exc)
-                return
-            bar.update(1)
-
-        # one writer thread: decoding the photo for its overlay, PNG encoding and the .npy overlap the engine
-        pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="camrt-writer") as writer:
-            for result in explain_stream(explainer, images(), args.method, args.convention,
-                                         batch_size=args.batch_size, seed=args.seed, **options):
-                if result.status != "ok":
-                    photos.pop(result.index, None)
-                    fail(result.index, result.error or "not explained")
-                    continue
-                item, stem, (rgb, decoding) = items[result.index].path, stems[result.index], photos.pop(result.index)
-                pending.append((result.index, writer.submit(_write, result, rgb, item, stem, out, args, bundle,
-                                                            decoding)))
-                while pending and (len(pending) > WRITE_AHEAD or pending[0][1].done()):
+            # one writer thread: decoding the photo for its overlay, PNG encoding and the .npy overlap the engine
+            pending: deque[tuple[int, Future[dict[str, Any]]]] = deque()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="camrt-writer") as writer:
+                for result in explain_stream(explainer, images(), args.method, args.convention,
+                                             batch_size=args.batch_size, seed=args.seed, **options):
+                    if result.status != "ok":
+                        photos.pop(result.index, None)
+                        fail(result.index, result.error or "not explained")
+                        continue
+                    item, stem = items[result.index].path, stems[result.index]
+                    rgb, decoding = photos.pop(result.index)
+                    pending.append((result.index, writer.submit(_write, result, rgb, item, stem, out, args, bundle,
+                                                                decoding)))
+                    while pending and (len(pending) > WRITE_AHEAD or pending[0][1].done()):
+                        written(*pending.popleft())
+                while pending:
                     written(*pending.popleft())
-            while pending:
-                written(*pending.popleft())
 
-    ordered_records = [records[i] for i in sorted(records)]
-    summary = _summary(args, bundle, options, target, ordered_records, time.perf_counter() - started)
-    write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    totals = summary["totals"]
-    skipped = f" ({totals['skipped']} skipped)" if totals["skipped"] else ""
-    print(f"explained {totals['explained']} of {totals['images']} images{skipped}: {out / SUMMARY}")
-    return 2 if totals["skipped"] else 0
+        ordered_records = [records[i] for i in sorted(records)]
+        summary = _summary(args, bundle, options, target, ordered_records, time.perf_counter() - started)
+        write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        totals = summary["totals"]
+        skipped = f" ({totals['skipped']} skipped)" if totals["skipped"] else ""
+        print(f"explained {totals['explained']} of {totals['images']} images{skipped}: {out / SUMMARY}")
+        return 2 if totals["skipped"] else 0
 
 
 def _write(result: Any, rgb: np.ndarray, path: Path, stem: str, out: Path, args: argparse.Namespace,

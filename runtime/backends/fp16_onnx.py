@@ -65,7 +65,7 @@ def convert_to_fp16(model: Any) -> Any:
     return out
 
 
-def fp16_onnx_bytes(path: str) -> bytes:
-    """The FP16 conversion of the ONNX file at ``path``, serialised."""
+def fp16_onnx_bytes(model: bytes) -> bytes:
+    """The FP16 conversion of a serialised ONNX model, serialised."""
     onnx = import_onnx()
-    return bytes(convert_to_fp16(onnx.load(path)).SerializeToString())
+    return bytes(convert_to_fp16(onnx.load_from_string(model)).SerializeToString())

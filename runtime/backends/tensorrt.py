@@ -36,21 +36,25 @@ class TrtRunner(EngineBuffers):
         self.device = self.cupy.cuda.Device(device_id)
         self.device.use()
         gpu = gpu_name(device_id)
-        paths = find_engines(bundle, gpu, trt_mod.__version__, precision)
-        if paths is None:
+        engines = find_engines(bundle, gpu, trt_mod.__version__, precision)
+        if engines is None:
             if not build:
                 raise CamrtError(f"{bundle.root}: no {precision} TensorRT {trt_mod.__version__} engine for {gpu}; "
                                  "build one with 'camrt export ... --tensorrt'")
-            paths = build_engines(bundle, precision, profile, device_id)
+            build_engines(bundle, precision, profile, device_id)
+            engines = find_engines(bundle, gpu, trt_mod.__version__, precision)
+            if engines is None:
+                raise CamrtError(f"{bundle.root}: the TensorRT engines just built are not in the manifest")
         self.stream = self.cupy.cuda.Stream(non_blocking=True)
         self.kernels: CudaKernels = cuda_kernels(self.stream, device_id)
         runtime: trt.Runtime = trt_mod.Runtime(trt_mod.Logger(trt_mod.Logger.WARNING))
         self._engines: dict[str, trt.ICudaEngine] = {}
         self._contexts: dict[str, trt.IExecutionContext] = {}
-        for graph, path in paths.items():
-            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        for graph, plan in engines.items():
+            engine = runtime.deserialize_cuda_engine(plan)
             if engine is None:
-                raise CamrtError(f"{path}: TensorRT cannot load this engine (built by another version or GPU?)")
+                raise CamrtError(f"{bundle.root}: TensorRT cannot load its {graph} engine (built by another version "
+                                 "or GPU?)")
             self._engines[graph] = engine
             self._contexts[graph] = engine.create_execution_context()
         self.max_batch = int(self._engines["features"].get_tensor_profile_shape(IMAGE, 0)[2][0])

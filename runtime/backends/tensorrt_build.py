@@ -8,6 +8,7 @@ copy of the graph (11.x builds strongly typed networks only).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from camrt.errors import BundleError, CamrtError, first_line
 from camrt.runtime.bundle import ACTIVATIONS, IMAGE, MANIFEST, Bundle, sha256_file
+from camrt.runtime.bundle_checks import bundle_file
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -73,19 +75,21 @@ def gpu_name(device_id: int = 0) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def find_engines(bundle: Bundle, gpu: str, trt_version: str, precision: str) -> dict[str, Path] | None:
-    """Paths of the bundle's cached engines for this GPU, version and precision, hashes checked; None if absent."""
+def find_engines(bundle: Bundle, gpu: str, trt_version: str, precision: str) -> dict[str, bytes] | None:
+    """The bundle's cached engines for this GPU, version and precision: each read once (inside the bundle) and
+    hash-checked, so the bytes TensorRT deserializes are the bytes verified; None if absent."""
     found = {}
     for graph in GRAPHS:
         entry = bundle.manifest.engines.get(engine_key(graph, gpu, trt_version, precision))
         if not isinstance(entry, dict):
             return None
-        path = bundle.root / str(entry.get("file", ""))
+        path = bundle_file(bundle.root, str(entry.get("file", "")), str(bundle.root / MANIFEST))
         if not path.is_file():
             return None
-        if sha256_file(path) != entry.get("sha256"):
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
             raise BundleError(f"{path}: SHA-256 does not match the manifest (corrupt engine; delete it to rebuild)")
-        found[graph] = path
+        found[graph] = data
     return found
 
 
@@ -108,7 +112,8 @@ def build_engines(
         key = engine_key(graph, gpu, trt_mod.__version__, precision)
         onnx_path = bundle.features_path if graph == "features" else bundle.head_path
         name, shape = shapes[graph]
-        plan = _build_one(trt_mod, logger, onnx_path, name, shape, precision, profile, workspace_bytes, cache_path)
+        plan = _build_one(trt_mod, logger, onnx_path, bundle.read_verified(onnx_path.name), name, shape, precision,
+                          profile, workspace_bytes, cache_path)
         path = folder / f"{key}.plan"
         _atomic_bytes(path, plan)
         m.engines[key] = {
@@ -122,7 +127,8 @@ def build_engines(
 
 
 def _build_one(
-    trt_mod: Any, logger: trt.ILogger, onnx_path: Path, input_name: str, shape: tuple[int, ...], precision: str,
+    trt_mod: Any, logger: trt.ILogger, onnx_path: Path, onnx_bytes: bytes, input_name: str, shape: tuple[int, ...],
+    precision: str,
     profile: Profile, workspace_bytes: int, cache_path: Path,
 ) -> bytes:
     """One serialized engine from one ONNX graph, with the batch profile and the shared timing cache."""
@@ -133,9 +139,9 @@ def _build_one(
     if precision == "fp16" and fp16_flag is None:
         from camrt.runtime.backends.fp16_onnx import fp16_onnx_bytes
 
-        ok = parser.parse(fp16_onnx_bytes(str(onnx_path)))
-    else:
-        ok = parser.parse_from_file(str(onnx_path))
+        ok = parser.parse(fp16_onnx_bytes(onnx_bytes), str(onnx_path))
+    else:  # the verified bytes, not the path: a graph swapped after the bundle was loaded is never built
+        ok = parser.parse(onnx_bytes, str(onnx_path))
     if not ok:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors or 'no details'})")
