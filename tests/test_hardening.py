@@ -404,3 +404,20 @@ def test_a_second_explain_into_a_folder_in_use_is_refused(named_bundle, tmp_path
     assert code == 2 and "in use by another camrt run" in _one_line(capsys.readouterr().err)
     assert not list(out.glob("*.npy"))  # it wrote nothing
     assert main(["explain", str(named_bundle), str(photos), "--out", str(out), "-q"]) == 0  # free again: it runs
+
+
+def test_evaluate_resume_is_keyed_by_content(named_bundle, tmp_path, capsys) -> None:
+    data, out = _photos(tmp_path / "data", 2), tmp_path / "eval"
+    argv = ["evaluate", str(named_bundle), str(data), "--out", str(out), "-q", "--overlays", "0"]
+    assert main(argv) == 0
+    first = (out / "records.jsonl").read_bytes()
+    _photos(data, 1, seed=7, first=2)  # an image added to DATA
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2 and "--allow-new" in _one_line(capsys.readouterr().err)
+    link = tmp_path / "link"
+    link.symlink_to(data, target_is_directory=True)  # the same data through another path
+    assert main([*argv[:2], str(link), *argv[3:], "--resume", "--allow-new"]) == 0
+    lines = (out / "records.jsonl").read_bytes()
+    assert lines.startswith(first)  # nothing done again, nothing rewritten
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert [(r["index"], r["key"]) for r in records][2:] == [(2, "002.png")] and len(records) == 3

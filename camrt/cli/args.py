@@ -227,6 +227,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str, resume: str
     parser.add_argument("--out", "-o", required=True, type=Path, help=f"the folder to write {what} to")
     if resume is not None:
         parser.add_argument("--resume", action="store_true", help=resume)
+        parser.add_argument("--allow-new", action="store_true",
+                            help="with --resume: take on images added to DATA after the others (nothing renumbered)")
     parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help="only the first N images")
 
 

@@ -32,6 +32,7 @@ from camrt.cli.args import (
     resolve_target,
 )
 from camrt.errors import CamrtError, InputError
+from camrt.runtime.listing import index_listing, listing_facts
 from camrt.runtime.run_folder import locked, sigterm_as_interrupt
 
 NAME = "evaluate"
@@ -63,32 +64,32 @@ def run(args: argparse.Namespace) -> int:
     explainer = make_explainer(args)
     args.target = resolve_target(args.target, explainer.bundle)
     evaluator = Evaluator(explainer, confidence, causal, args.step, args.batch_size)
-    items = discover(args.data)[: args.limit]
+    if args.allow_new and not args.resume:
+        raise InputError("--allow-new: only with --resume (a new run takes every image anyway)")
+    keyed, facts = listing_facts(args.data, discover(args.data)[: args.limit])
     with locked(args.out) as out, sigterm_as_interrupt():  # one writer; SIGTERM keeps the records written
-        return _evaluate_all(out, items, evaluator, specs, args, started)
+        return _evaluate_all(out, keyed, facts, evaluator, specs, args, started)
 
 
-def _evaluate_all(out: Path, items: list[Any], evaluator: Any, specs: list[Any], args: argparse.Namespace,
-                  started: float) -> int:
-    """Evaluate the items not in ``out``'s records yet, appending a record per image, then write the reports."""
+def _evaluate_all(out: Path, keyed: list[tuple[str, Any]], facts: dict[str, Any], evaluator: Any, specs: list[Any],
+                  args: argparse.Namespace, started: float) -> int:
+    """Evaluate the images not in ``out``'s records yet (keyed by their path relative to DATA, indices kept as the
+    run's listing.csv has them), appending a record per image, then write the reports."""
     explainer = evaluator.explainer
-    done = _load_done(out, explainer.bundle, _config(args, specs, evaluator.metrics.variants), args.resume)
-    with progress_bar(len(items), args.quiet) as bar:
-        for index, item in enumerate(items):
-            key = _key(item.path)
+    config = _config(args, specs, evaluator.metrics.variants)
+    done = _load_done(out, explainer.bundle, config, args.resume, facts)
+    entries = index_listing(out, keyed, facts, args.allow_new)
+    with progress_bar(len(entries), args.quiet) as bar:
+        for index, key, item in entries:
             if key not in done:
-                record = _evaluate_one(evaluator, item, index, specs, args, out, bar)
+                record = {**_evaluate_one(evaluator, item, index, specs, args, out, bar), "key": key}
                 if record["status"] != "ok":
                     bar.write(f"camrt: warning: {record['error']}; skipped", file=sys.stderr)
                 _append(out / RECORDS, record)
                 done[key] = record
             bar.update(1)
-    records = [done[_key(item.path)] for item in items]
+    records = [done[key] for _, key, _ in sorted(entries, key=lambda entry: entry[0])]
     return _write_reports(out, records, specs, evaluator.metrics.variants, explainer.bundle, started)
-
-
-def _key(path: Path) -> str:
-    return os.path.abspath(path)
 
 
 def _evaluate_one(evaluator: Any, item: Any, index: int, specs: list[Any], args: argparse.Namespace, out: Path,
@@ -146,13 +147,14 @@ def _config(args: argparse.Namespace, specs: list[Any], variants: dict[str, list
     }
 
 
-def _load_done(out: Path, bundle: Any, config: dict[str, Any], resume: bool) -> dict[str, dict[str, Any]]:
-    """Open --out as a run folder (``run_folder.open_run``); the records already in it (with --resume), keyed by
-    absolute path. A line torn by a crash is dropped, so that image is done again."""
+def _load_done(out: Path, bundle: Any, config: dict[str, Any], resume: bool,
+               facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Open --out as a run folder (``run_folder.open_run``, the listing's ``facts`` recorded); the records already in
+    it (with --resume), keyed by their ``key``. A line torn by a crash is dropped, so that image is done again."""
     from camrt.runtime.atomic import write_bytes
     from camrt.runtime.run_folder import open_run, run_config
 
-    open_run(out, run_config(bundle, config), resume, results=(RECORDS,), command=NAME)
+    open_run(out, run_config(bundle, config), resume, results=(RECORDS,), command=NAME, extra=facts)
     records_path = out / RECORDS
     done: dict[str, dict[str, Any]] = {}
     if not records_path.exists():
@@ -164,7 +166,7 @@ def _load_done(out: Path, bundle: Any, config: dict[str, Any], resume: bool) -> 
             record = json.loads(line)
         except ValueError:
             continue  # a line torn by a crash mid-write: that image is done again
-        done[_key(Path(record["path"]))] = record
+        done[record["key"]] = record
         good.append(line)
     if len(good) != len([line for line in lines if line.strip()]):  # rewrite without the torn line
         write_bytes(records_path, b"".join(g + b"\n" for g in good))

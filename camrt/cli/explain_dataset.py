@@ -35,8 +35,6 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                    help="a folder tree (subfolders: ImageFolder labels), a CSV of path[,label], or a glob")
     add_shared_arguments(p, "shards and index.csv", resume="continue the run in --out: skip every committed image",
                          batch="masked inputs per forward pass, across images")
-    p.add_argument("--allow-new", action="store_true",
-                   help="with --resume: explain images added to DATA after the others (nothing is renumbered)")
     p.add_argument("--shard-size", type=positive_int, default=256, metavar="N", help="maps per shard (default: 256)")
     p.add_argument("--workers", type=count, default=2, metavar="N",
                    help="decode threads ahead of the engine (0: decode inline; default: 2)")
