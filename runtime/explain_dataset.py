@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from camrt._version import __version__
-from camrt.errors import InputError
+from camrt.errors import CamrtError, InputError
 from camrt.runtime.atomic import write_text
 from camrt.runtime.dataset import Item, discover
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
@@ -114,12 +115,19 @@ def explain_dataset(
 
         check_ray(backend, ray_options or {})
     keyed, facts = listing_facts(data, [Item(Path(os.path.abspath(i.path)), i.label) for i in discover(data)[:limit]])
-    with locked(out) as folder, sigterm_as_interrupt():
-        config = run_config(bundle_root, spec.config())
-        folder = open_run(folder, config, resume, results=(INDEX, f"{SHARDS}/shard-*"), command=COMMAND, extra=facts)
-        entries = index_listing(folder, keyed, facts, allow_new)
-        return _run(folder, entries, spec, explainer, bundle_root, shard_size, engine, backend, backend_options,
-                    workers, ray_options, progress, on_record)
+    fresh = not Path(out).exists()
+    try:
+        with locked(out) as folder, sigterm_as_interrupt():
+            config = run_config(bundle_root, spec.config())
+            folder = open_run(folder, config, resume, results=(INDEX, f"{SHARDS}/shard-*"), command=COMMAND,
+                              extra=facts)
+            entries = index_listing(folder, keyed, facts, allow_new)
+            return _run(folder, entries, spec, explainer, bundle_root, shard_size, engine, backend, backend_options,
+                        workers, ray_options, progress, on_record)
+    except CamrtError:
+        if fresh and not any(Path(out).glob(f"{SHARDS}/shard-*")):  # a failed start leaves no run folder behind:
+            shutil.rmtree(out, ignore_errors=True)  # it made the folder in this call, and nothing was explained
+        raise
 
 
 def _run(out: Path, entries: list[Entry], spec: DatasetSpec, explainer: Explainer | None, bundle_root: Path,

@@ -28,11 +28,16 @@ at the same paths on every node (a shared filesystem), and camrt installed there
 - ``object_store_memory``: bytes of object store of a local Ray this function starts (default 256 MB: the
   stream holds a few decoded batches at a time, and Ray spills beyond it).
 - ``actors``: explaining actors (default: one per GPU of the cluster for a GPU backend, else 1).
-- ``actor_cpus``: CPUs each actor reserves (default 1, so decode tasks run beside it on a small machine).
-  ONNX Runtime picks its own thread count unless ``backend_options`` has ``intra_op_threads``.
+- ``actor_cpus``: CPUs each actor reserves (default 1). More actors than the cluster's live nodes can place
+  are refused in one line (``ray_cluster.actors_that_fit``). ONNX Runtime picks its own thread count unless
+  ``backend_options`` has ``intra_op_threads``.
 - ``batch_images``: images per Ray batch handed to an actor (default: ``max(8, 2 * workers)``, raised to four
   engine batches' worth of images on narrow layers, so masked inputs fill the engine's batches across images).
-- ``decode_tasks``: decode tasks at a time (default: Ray decides).
+- ``decode_tasks``: decode tasks at a time (default: the cluster's CPUs). They reserve no CPU, only memory, so
+  actors holding every CPU cannot starve them (the deadlock of issue 20).
+- ``stall_seconds``: after this long with no image finished while work is pending, one warning line on stderr
+  naming Ray's pending resource demands, repeated each period; the run keeps waiting (an autoscaler or a node
+  joining may still bring the resources; Ctrl-C commits what is finished). Default 300.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ from camrt.runtime.dataset import Item
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
 from camrt.runtime.prefetch import Decoded, decode
 from camrt.runtime.preprocess import Decoding
+from camrt.runtime.ray_cluster import Watchdog, actors_that_fit
 
-RAY_OPTIONS = ("address", "num_cpus", "object_store_memory", "actors", "actor_cpus", "batch_images", "decode_tasks")
+RAY_OPTIONS = ("address", "num_cpus", "object_store_memory", "actors", "actor_cpus", "batch_images", "decode_tasks",
+               "stall_seconds")
+STALL_SECONDS = 300.0
 LOCAL_OBJECT_STORE = 256 * 1024 * 1024
 MAX_BLOCKS = 8192  # read blocks: one decode task's worth of rows each, up to this many
 MAX_BATCH_IMAGES = 256
@@ -86,27 +94,31 @@ def run_on_ray(
     batches: Any = None
     try:
         actors = _actors(ray, ray_options, gpu)
+        actor_cpus = ray_options.get("actor_cpus", 1)
         batch_images = _batch_images(ray_options, workers, spec, manifest.activation_shape[0])
+        decode_tasks = ray_options.get("decode_tasks") or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        decode_memory = _decode_memory(batch_images, manifest.input_shape)
         blocks = min(math.ceil(len(todo) / batch_images), MAX_BLOCKS)
         ds = ray.data.from_items([{"index": i, "path": str(item.path), "label": item.label or ""}
                                   for i, item in todo], override_num_blocks=blocks)
         _quiet(ds.context)
-        decode_tasks = ray_options.get("decode_tasks")
         ds = ds.map_batches(_decode_batch, batch_size=batch_images, batch_format="numpy",
                             fn_kwargs={"pre": manifest.preprocessing, "shape": tuple(manifest.input_shape),
                                        "background": spec.background},
-                            compute=ray.data.TaskPoolStrategy(size=decode_tasks), num_cpus=1,
-                            memory=_decode_memory(batch_images, manifest.input_shape))
+                            compute=ray.data.TaskPoolStrategy(size=decode_tasks), num_cpus=0, memory=decode_memory)
         ds = ds.map_batches(
             ExplainActor, batch_size=batch_images, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
             fn_constructor_kwargs={"bundle_root": str(bundle_root), "spec": spec, "backend": backend,
                                    "backend_options": dict(backend_options), "gpu": gpu,
                                    "map_shape": tuple(manifest.input_shape[1:]), "k": manifest.activation_shape[0]},
-            num_cpus=ray_options.get("actor_cpus", 1), num_gpus=1 if gpu else None,
+            num_cpus=actor_cpus, num_gpus=1 if gpu else None,
         )
+        asked = (f"{actors} actor(s) of {{CPU: {actor_cpus:g}{', GPU: 1' if gpu else ''}}} and up to {decode_tasks} "
+                 f"decode task(s) of {{CPU: 0, memory: {decode_memory / 2**20:.0f}MB}}")
+        watchdog = Watchdog(ray, float(ray_options.get("stall_seconds") or STALL_SECONDS), asked)
         batches = iter(ds.iter_batches(batch_format="numpy", batch_size=None))
-        for batch in batches:
+        for batch in watchdog.watch(batches):
             yield from _records(batch)
     finally:
         close = getattr(batches, "close", None)
@@ -249,7 +261,8 @@ def _decode_memory(batch_images: int, input_shape: tuple[int, int, int]) -> int:
 
 
 def _actors(ray: Any, ray_options: dict[str, Any], gpu: bool) -> int:
-    """How many explaining actors: as asked, else one per GPU of the cluster (GPU backends) or one."""
+    """How many explaining actors: as asked, else one per GPU of the cluster (GPU backends) or one; refused
+    when more than the cluster's live nodes can place."""
     actors = ray_options.get("actors")
     if actors is None and gpu:
         actors = int(ray.cluster_resources().get("GPU", 0))
@@ -259,6 +272,14 @@ def _actors(ray: Any, ray_options: dict[str, Any], gpu: bool) -> int:
     actors = 1 if actors is None else actors
     if not isinstance(actors, int) or actors < 1:
         raise CamrtError(f"ray_options actors: must be a positive integer, got {actors!r}")
+    actor_cpus = ray_options.get("actor_cpus", 1)
+    if not isinstance(actor_cpus, (int, float)) or actor_cpus < 0:
+        raise CamrtError(f"ray_options actor_cpus: must be a number >= 0, got {actor_cpus!r}")
+    fit = actors_that_fit(ray.nodes(), actor_cpus, gpu)
+    if actors > fit:  # Ray would wait for them forever (unless an autoscaler adds nodes: ask for what is there)
+        each = f"{actor_cpus:g} CPU{' and 1 GPU' if gpu else ''}"
+        raise CamrtError(f"--actors {actors}: the Ray cluster's live nodes hold {fit} actor(s) of {each} each; "
+                         f"ask for at most {fit}")
     return actors
 
 

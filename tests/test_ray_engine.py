@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image as PILImage
 
 from camrt.errors import CamrtError
 from camrt.runtime.explain_dataset import explain_dataset
+from camrt.runtime.ray_cluster import Watchdog, actors_that_fit
 from camrt.runtime.shards import load_maps, read_index
 
 ray = pytest.importorskip("ray")
@@ -120,3 +123,53 @@ def test_ray_started_here_is_shut_down(named_bundle, folder, tmp_path) -> None:
                           ray_options={**RAY_OPTIONS, "num_cpus": 2})
     assert (run.explained, run.failed) == (1, 1)
     assert not ray.is_initialized()
+
+
+def test_actors_that_fit_counts_each_live_node_alone() -> None:
+    nodes = [{"Alive": True, "Resources": {"CPU": 1.0}}, {"Alive": True, "Resources": {"CPU": 3.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 8.0}}]
+    assert actors_that_fit(nodes, 1, gpu=False) == 4
+    assert actors_that_fit(nodes, 2, gpu=False) == 1  # 1 + 3 CPUs, but no node holds two 2-CPU actors
+    assert actors_that_fit(nodes, 0.5, gpu=False) == 8
+    assert actors_that_fit(nodes, 1, gpu=True) == 1
+
+
+def test_too_many_actors_are_refused_in_one_line(named_bundle, folder, tmp_path) -> None:
+    """The module's local Ray has 2 CPUs and one node: 3 actors of 1 CPU cannot be placed, 4 of 0.5 can."""
+    with pytest.raises(CamrtError, match=r"^--actors 3: the Ray cluster's live nodes hold 2 actor\(s\) of 1 CPU each"):
+        explain_dataset(named_bundle, folder, tmp_path / "a", engine="ray", progress=False,
+                        ray_options={**RAY_OPTIONS, "actors": 3})
+    assert not (tmp_path / "a").exists()  # a failed start leaves no run folder behind: the plain rerun works
+    run = explain_dataset(named_bundle, folder, tmp_path / "b", engine="ray", limit=3, progress=False,
+                          ray_options={**RAY_OPTIONS, "actors": 4, "actor_cpus": 0.5})
+    assert run.explained + run.failed == 3
+
+
+class _StalledRay:
+    """Stands in for the ray module in the watchdog: no autoscaler status, 0 CPUs available."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+
+    def get_runtime_context(self) -> None:
+        raise RuntimeError("not connected")
+
+    def available_resources(self) -> dict[str, float]:
+        self.asked.set()
+        return {"CPU": 0.0, "memory": 2.0 ** 30}
+
+
+def test_watchdog_names_what_ray_lacks_when_nothing_finishes(capsys) -> None:
+    fake = _StalledRay()
+
+    def results() -> Iterator[int]:
+        yield 1
+        assert fake.asked.wait(30)  # a result that only comes after the watchdog has spoken
+        yield 2
+
+    watchdog = Watchdog(fake, 0.2, "1 actor(s) of {CPU: 1}")
+    assert list(watchdog.watch(results())) == [1, 2]
+    assert watchdog.stalls >= 1
+    line = capsys.readouterr().err.strip().splitlines()[0]
+    assert line == ("camrt: warning: --engine ray: no image finished in 0.2 s; no pending demands reported; "
+                    "available {CPU: 0, memory: 1024MB}; this run asks 1 actor(s) of {CPU: 1}")

@@ -44,7 +44,11 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="with --engine ray: a cluster (auto, ray://...); default: a local Ray")
     p.add_argument("--actors", type=positive_int, default=None, metavar="N",
-                   help="with --engine ray: explainer actors (default: one per GPU, else 1)")
+                   help="with --engine ray: explainer actors (default: one per GPU, else 1; at most what the "
+                        "cluster's nodes hold)")
+    p.add_argument("--stall-timeout", type=positive_int, default=300, metavar="S",
+                   help="with --engine ray: warn on stderr, naming Ray's pending demands, when no image finishes "
+                        "for S seconds (default: 300)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from camrt.runtime.shards import read_index
 
     confidence, causal = metric_variants(args)
-    ray_options: dict[str, Any] = {"address": args.ray_address}
+    ray_options: dict[str, Any] = {"address": args.ray_address, "stall_seconds": args.stall_timeout}
     if args.actors:
         ray_options["actors"] = args.actors
     if args.engine == "local":
