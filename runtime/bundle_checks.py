@@ -8,18 +8,27 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from camrt.errors import BundleError
-
-if TYPE_CHECKING:
-    from camrt.runtime.bundle import Manifest
 
 MAX_SIDE = 8192  # largest model input side (pixels) a manifest may declare
 MAX_CHANNELS = 65536  # largest activation channel count K
 MAX_CLASSES = 1_000_000
 EXTERNAL_SUFFIX = ".data"  # ONNX external data files (``head.onnx.data``): listed and hashed like the graphs
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Manifest(Protocol):
+    """The fields of runtime/bundle.py's ``Manifest`` these checks read (a protocol, so bundle.py imports this
+    module and not the other way round)."""
+
+    input_shape: tuple[int, int, int]
+    activation_shape: tuple[int, int, int]
+    num_classes: int
+    preprocessing: Any
+    class_names: list[str] | None
+    files: dict[str, str]
 
 
 def check_manifest(manifest: Manifest, where: str) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from camrt.errors import InputError
 from camrt.runtime.classes import did_you_mean
 from camrt.runtime.dataset import label_index
+from camrt.runtime.engine.window import check_batch_size
 from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import get_convention
 from camrt.runtime.metrics.registry import Metrics, family
@@ -47,8 +48,7 @@ class DatasetSpec:
         get_convention(self.method, self.convention, **dict(self.options))
         if not (self.target in ("predicted", "label") or isinstance(self.target, int)):
             raise InputError(f"--target: expected predicted, label or a class index, got {self.target!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise InputError(f"batch_size: must be a positive integer, got {self.batch_size!r}")
+        check_batch_size(self.batch_size)
         for name, names in self.metric_variants.items():
             family(name).variants(names, self.step)
 

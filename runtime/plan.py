@@ -7,7 +7,6 @@ representative channel (bit-identical activations give identical masks and score
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +20,8 @@ SKIP, ZERO = -1, -2
 class Plan:
     """Which channels of each image must be run, and how their scores map back to all channels.
 
-    Jobs (image, channel, sample) are generated chunk by chunk, never listed whole: memory stays O(N x K).
+    The engine loop (runtime/engine/window.py) queues the jobs (image, sample, channel) of these channels a batch at
+    a time, never listing them whole: memory stays O(N x K).
     """
 
     rep: np.ndarray  # (N, K) representative channel, or SKIP / ZERO
@@ -40,26 +40,6 @@ class Plan:
     def nominal_passes(self) -> int:
         """Masked-input passes the reference implementation runs (it runs none for the channels it skips)."""
         return int((self.rep != SKIP).sum()) * self.samples
-
-    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(image, channel, sample) index arrays of at most ``size`` jobs, ordered by image, sample, channel."""
-        image, channel, sample = (np.empty(size, dtype=np.int64) for _ in range(3))
-        filled = 0
-        for b, channels in enumerate(self.unique):
-            for s in range(self.samples):
-                start = 0
-                while start < channels.size:
-                    take = min(size - filled, channels.size - start)
-                    image[filled : filled + take] = b
-                    channel[filled : filled + take] = channels[start : start + take]
-                    sample[filled : filled + take] = s
-                    filled += take
-                    start += take
-                    if filled == size:
-                        yield image.copy(), channel.copy(), sample.copy()
-                        filled = 0
-        if filled:
-            yield image[:filled].copy(), channel[:filled].copy(), sample[:filled].copy()
 
 
 def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = True) -> Plan:

@@ -168,7 +168,9 @@ def test_scores_accumulate_per_image_and_non_finite_rows_flag_their_image(emu):
     for kind in ("prob", "logit", "logit-delta"):
         sums, expected = np.zeros((3, 7)), np.zeros((3, 7))
         bad = np.zeros(3, np.int32)
-        for hb, hk, _ in plan.chunks(4):
+        jobs = [(b, k) for b, channels in enumerate(plan.unique) for _ in range(plan.samples) for k in channels]
+        for start in range(0, len(jobs), 4):  # batches of 4 jobs, across images
+            hb, hk = (np.array(column, np.int64) for column in zip(*jobs[start:start + 4]))
             logits = _rand(rng, hb.size, 10)
             emu.accumulate_scores(logits, hb.astype(np.int32), hk.astype(np.int32), target.astype(np.int32), base,
                                   kind, sums, bad)

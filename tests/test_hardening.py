@@ -409,6 +409,9 @@ def test_a_second_explain_into_a_folder_in_use_is_refused(named_bundle, tmp_path
 def test_evaluate_resume_is_keyed_by_content(named_bundle, tmp_path, capsys) -> None:
     data, out = _photos(tmp_path / "data", 2), tmp_path / "eval"
     argv = ["evaluate", str(named_bundle), str(data), "--out", str(out), "-q", "--overlays", "0"]
+    assert main([*argv, "--allow-new"]) == 2 and "--allow-new: only with --resume" in _one_line(
+        capsys.readouterr().err)
+    assert not out.exists()  # refused before anything was made
     assert main(argv) == 0
     first = (out / "records.jsonl").read_bytes()
     _photos(data, 1, seed=7, first=2)  # an image added to DATA

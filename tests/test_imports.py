@@ -1,4 +1,4 @@
-"""No import cycle among camrt's modules: every import (inside functions too, not under TYPE_CHECKING) is an edge."""
+"""No import cycle among camrt's modules: every import (inside functions and under TYPE_CHECKING too) is an edge."""
 
 from __future__ import annotations
 
@@ -24,24 +24,9 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def _type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """The import statements of ``tree``, at any depth, except those only under ``if TYPE_CHECKING``."""
-    found: list[ast.Import | ast.ImportFrom] = []
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and _type_checking(node.test):
-            stack.extend(node.orelse)
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        stack.extend(ast.iter_child_nodes(node))
-    return found
+    """The import statements of ``tree``, at any depth (a type-only import still ties the two modules together)."""
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
 def edges(name: str, path: Path, known: set[str]) -> set[str]:

@@ -65,7 +65,3 @@ class DeviceScorer(Slots):
                                                     self.shape[1:])
             return to_host(saliency), None if native is None else to_host(native)
 
-
-def is_device(runner: Any) -> bool:
-    """True for runners whose masked inputs are made on their device (they implement DeviceRunner)."""
-    return isinstance(runner, DeviceRunner)

@@ -25,7 +25,8 @@ import numpy as np
 
 from camrt.errors import InputError
 from camrt.runtime.backends.base import Runner
-from camrt.runtime.engine.device_scorer import DeviceScorer, is_device
+from camrt.runtime.backends.device import is_device_runner
+from camrt.runtime.engine.device_scorer import DeviceScorer
 from camrt.runtime.engine.finish import channel_weights
 from camrt.runtime.engine.scorer import HostScorer, Scorer
 from camrt.runtime.engine.scoring import finite_rows, non_finite, score_rows, softmax
@@ -99,7 +100,7 @@ def clean_outputs(runner: Runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def make_scorer(runner: Runner, conv: Convention, batch_size: int, shape: tuple[int, int, int],
                 activation_shape: tuple[int, int, int]) -> Scorer:
     """The device scorer for runners with device buffers, else the host scorer."""
-    kind = DeviceScorer if is_device(runner) else HostScorer
+    kind = DeviceScorer if is_device_runner(runner) else HostScorer
     return kind(runner, conv, batch_size, shape, activation_shape)  # type: ignore[arg-type]
 
 
