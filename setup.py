@@ -41,6 +41,7 @@ setup(
         "torch": ["torch>=2.1", "torchvision>=0.16", "onnx>=1.15", "onnxscript>=0.1"],
         "dev": [
             "pytest>=7",
+            "playwright>=1.40",  # page tests, driving Debian's chromium (tests/browser.py)
             "ruff>=0.5",
             "mypy>=1.8",
             "grad-cam==1.5.7",
