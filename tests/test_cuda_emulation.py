@@ -142,6 +142,80 @@ def test_noise_and_scale_knobs(emu):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=_fp32_tol(ref))
 
 
+@pytest.mark.parametrize("multiplier", [2.0, 0.0, -1.5])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_range_noise_is_the_hosts_for_any_multiplier(emu, multiplier, scaled):
+    """The SS-CAM paper's noise: std (m / range)**2 on both sides, m = 0 no noise (the device once added N(0, 1)),
+    a negative m squared as the host squares it; a constant (zero-mask) input gets none."""
+    rng = np.random.default_rng()
+    acts, imgs, bi, ki = _case(rng, size=(12, 12))
+    bi, ki = np.append(bi, 1), np.append(ki, 2)  # acts[1, 2] is constant: a zero mask, a constant masked input
+    spec = MaskSpec(normalize_at="input", eps=0.0)
+    z = _rand(rng, 7, 3, 12, 12, scale=1.0)
+    scale = rng.uniform(0.1, 5.5, 7).astype(np.float32) if scaled else None
+    buf = lambda: np.empty((7, 3, 12, 12), np.float32)  # noqa: E731
+    clean = masked_inputs(acts, imgs, bi, ki, spec, buf(), scale=scale).copy()
+    ref = add_range_scaled_noise(clean.copy(), z, multiplier)
+    got = emu.masked_inputs(acts, imgs, bi, ki, spec, buf(), scale=scale, input_noise=z, range_noise=multiplier)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=_fp32_tol(ref))
+    device_clean = emu.masked_inputs(acts, imgs, bi, ki, spec, buf(), scale=scale)
+    np.testing.assert_array_equal(got[6], device_clean[6])  # constant masked input: no noise
+    if multiplier == 0.0:
+        np.testing.assert_array_equal(got, device_clean)
+
+
+def test_sscam_std_is_validated_and_zero_means_no_noise_on_both_sides(emu):
+    """A negative std is refused (through the options and through the factory); std 0 adds no noise on the host
+    and on the device alike (the device once added N(0, 1) there: the fused kernel read m <= 0 as 'not ranged')."""
+    from camrt.errors import InputError
+    from camrt.runtime.methods import sscam
+
+    for std in (-2.0, "-1", float("nan")):
+        with pytest.raises(InputError, match="std: sscam's std must be a finite number >= 0") as info:
+            get_convention("sscam", "paper", std=std)
+        assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="std: sscam's std must be a finite number >= 0, got -1.0"):
+        sscam.conventions(std=-1.0)
+    conv = get_convention("sscam", "paper", std=0)
+    assert conv.noise_std == 0.0
+    rng = np.random.default_rng()
+    acts, imgs, bi, ki = _case(rng, size=(12, 12))
+    z = _rand(rng, 6, 3, 12, 12, scale=1.0)
+    buf = lambda: np.empty((6, 3, 12, 12), np.float32)  # noqa: E731
+    clean = emu.masked_inputs(acts, imgs, bi, ki, conv.mask, buf()).copy()
+    noisy = emu.masked_inputs(acts, imgs, bi, ki, conv.mask, buf(), input_noise=z, range_noise=conv.noise_std)
+    np.testing.assert_array_equal(noisy, clean)
+    host = masked_inputs(acts, imgs, bi, ki, conv.mask, buf())
+    np.testing.assert_array_equal(add_range_scaled_noise(host.copy(), z, conv.noise_std), host)
+
+
+def test_size_one_dimensions_may_have_any_stride(emu):
+    """torch gives a batch-1 buffer (or a size-1 channel) strides that address nothing; _layout accepts them."""
+    from numpy.lib.stride_tricks import as_strided
+
+    rng = np.random.default_rng()
+    acts, imgs, _, _ = _case(rng)
+    bi, ki = np.array([2]), np.array([3])
+    spec = SPECS[0]
+    ref = masked_inputs(acts, imgs, bi, ki, spec, np.empty((1, 3, 20, 16), np.float32))
+    nchw = np.zeros((1, 3, 20, 16), np.float32)
+    odd = as_strided(nchw, nchw.shape, (4, *nchw.strides[1:]))  # batch stride 4: never used with one item
+    emu.masked_inputs(acts, imgs, bi, ki, spec, odd)
+    np.testing.assert_allclose(nchw, ref, rtol=0, atol=_fp32_tol(ref))
+    nhwc = np.zeros((1, 20, 16, 3), np.float32)
+    view = nhwc.transpose(0, 3, 1, 2)
+    emu.masked_inputs(acts, imgs, bi, ki, spec, as_strided(view, view.shape, (12, *view.strides[1:])))
+    np.testing.assert_allclose(nhwc.transpose(0, 3, 1, 2), ref, rtol=0, atol=_fp32_tol(ref))
+    gray = np.zeros((1, 1, 20, 16), np.float32)  # one channel: NCHW and channels-last are the same memory
+    one = as_strided(gray, gray.shape, (4, 4, 64, 4))
+    emu.masked_inputs(acts, imgs[:, :1], bi, ki, spec, one)
+    np.testing.assert_allclose(gray, masked_inputs(acts, imgs[:, :1], bi, ki, spec, np.empty((1, 1, 20, 16),
+                                                                                               np.float32)),
+                               rtol=0, atol=_fp32_tol(ref))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        emu.masked_inputs(acts, imgs, bi, ki, spec, np.zeros((1, 20, 3, 16), np.float32).transpose(0, 2, 1, 3))
+
+
 @pytest.mark.parametrize("method,convention", [(m, c) for m, cs in list_conventions().items() for c in cs])
 def test_combine_matches_numpy(emu, method, convention):
     rng = np.random.default_rng()

@@ -1,10 +1,18 @@
-// The masked-input op on the device: one block per masked input, written straight into the engine's input
-// buffer. Same arithmetic as kernels/masks.py masked_inputs (the NumPy reference), step for step:
+// The masked-input op on the device, written straight into the engine's input buffer, in two launches:
+//   mask_item_ranges: one block per masked input, the per-item reductions only (feature min-max over h x w,
+//                     input min-max over the H x W mask, and the SS-CAM paper's range of the masked input);
+//   masked_inputs_*:  a 2-D decomposition, items x pixel tiles (flattened into blockIdx.x = item * tiles + tile,
+//                     so a 64-input chunk of 224 x 224 inputs is 64 x 196 blocks and fills every SM), one thread
+//                     per pixel writing its C channels.
+// Same arithmetic as kernels/masks.py masked_inputs (the NumPy reference), step for step:
 // gather A[b, k] -> (feature min-max) -> bilinear upsample -> gate -> (input min-max) -> + mask noise
 // -> x image -> x scale -> + input noise (given std, or the SS-CAM paper's (m / range)^2) -> fp32 or fp16.
-// Also: job decoding (plan order: image, sample, channel) and score accumulation, so that no chunk needs a
-// host round trip. blockDim.x must be a power of two, at most CAMRT_MAX_THREADS.
+// Also: score accumulation, so that no chunk needs a host round trip. blockDim.x must be a power of two, at most
+// CAMRT_MAX_THREADS.
 #include "common.cuh"
+
+enum { NOISE_NONE = 0, NOISE_GIVEN = 1, NOISE_RANGE = 2 };
+enum { P_FLO = 0, P_FSPAN = 1, P_MLO = 2, P_MSPAN = 3, P_STD = 4, P_COUNT = 5 };  // per-item params
 
 struct MaskArgs {
     const float* acts; int K, h, w;           // activations (B, K, h, w)
@@ -15,8 +23,9 @@ struct MaskArgs {
     const float* item_scale;                  // (n,) or null
     const float* mask_noise;                  // (n, H, W) or null
     const float* input_noise;                 // (n, C, H, W) or null
-    const float* input_noise_std;             // (n,) or null (std 1), when range_multiplier <= 0
-    float range_multiplier;                   // > 0: std = (m / (max x - min x))^2 per item
+    const float* input_noise_std;             // (n,) or null (std 1), when noise_mode is NOISE_GIVEN
+    int noise_mode;                           // NOISE_RANGE: std = (m / (max x - min x))^2 per item, 0 if constant
+    float range_multiplier;                   // m, any sign (squared), 0 gives no noise: as the host
     int channels_last;                        // out layout: 0 (n, C, H, W), 1 (n, H, W, C)
 };
 
@@ -29,7 +38,7 @@ __device__ __forceinline__ float raw_mask(const MaskArgs& g, const float* a, int
     return g.gate ? apply_gate(m, g.gate) : m;
 }
 
-// The finished mask at pixel p: raw mask, input-level min-max, mask noise (both passes over the pixels use it).
+// The finished mask at pixel p: raw mask, input-level min-max, mask noise (both kernels use it).
 __device__ __forceinline__ float final_mask(const MaskArgs& g, const float* a, int p, int item, int HW, float flo,
                                             float fspan, float mlo, float mspan) {
     float m = raw_mask(g, a, p, flo, fspan);
@@ -45,8 +54,8 @@ __device__ __forceinline__ float scaled_pixel(const MaskArgs& g, const float* im
     return g.item_scale ? __fmul_rn(v, s) : v;
 }
 
-template <typename Out>
-__device__ void masked_inputs_body(MaskArgs g, Out* out) {
+// Per item (one block each): params[item] = feature min and span, input-level min and span, input-noise std.
+__device__ void mask_item_ranges_body(MaskArgs g, float* params) {
     __shared__ float s_lo[CAMRT_MAX_THREADS];
     __shared__ float s_hi[CAMRT_MAX_THREADS];
     const int item = blockIdx.x;
@@ -79,9 +88,9 @@ __device__ void masked_inputs_body(MaskArgs g, Out* out) {
         mlo = lo;
         mspan = minmax_span(lo, hi, g.eps);
     }
-    const float s = g.item_scale ? g.item_scale[item] : 1.0f;
-    float noise_std = g.input_noise ? (g.input_noise_std ? g.input_noise_std[item] : 1.0f) : 0.0f;
-    if (g.input_noise && g.range_multiplier > 0.0f) {  // range of the masked input before its noise
+    float noise_std = 0.0f;
+    if (g.input_noise && g.noise_mode == NOISE_RANGE) {  // range of the masked input before its noise
+        const float s = g.item_scale ? g.item_scale[item] : 1.0f;
         float lo = inf, hi = -inf;
         for (int p = threadIdx.x; p < HW; p += blockDim.x) {
             float m = final_mask(g, a, p, item, HW, flo, fspan, mlo, mspan);
@@ -96,14 +105,43 @@ __device__ void masked_inputs_body(MaskArgs g, Out* out) {
         double ratio = (double)g.range_multiplier / span;
         noise_std = span == 0.0 ? 0.0f : (float)(ratio * ratio);  // a constant masked input gets no noise
     }
-    for (int p = threadIdx.x; p < HW; p += blockDim.x) {
-        float m = final_mask(g, a, p, item, HW, flo, fspan, mlo, mspan);
-        for (int c = 0; c < g.C; ++c) {
-            float v = scaled_pixel(g, img, c, p, HW, m, s);
-            if (g.input_noise) v = __fadd_rn(v, __fmul_rn(noise_std, g.input_noise[((long long)item * g.C + c) * HW + p]));
-            long long o = g.channels_last ? ((long long)item * HW + p) * g.C + c : ((long long)item * g.C + c) * HW + p;
-            store(out, o, v);
+    if (threadIdx.x == 0) {
+        float* out = params + (long long)item * P_COUNT;
+        out[P_FLO] = flo;
+        out[P_FSPAN] = fspan;
+        out[P_MLO] = mlo;
+        out[P_MSPAN] = mspan;
+        out[P_STD] = noise_std;
+    }
+}
+
+// One thread per (item, pixel): the finished mask at that pixel times each of the C image channels, written
+// (fp32 or fp16, NCHW or channels-last). ``params`` is null when no per-item reduction is needed.
+template <typename Out>
+__device__ void masked_inputs_body(MaskArgs g, const float* params, int tiles, Out* out) {
+    const int item = blockIdx.x / tiles;
+    const int tile = blockIdx.x - item * tiles;
+    const int HW = g.H * g.W;
+    const int p = tile * blockDim.x + threadIdx.x;
+    if (p >= HW) return;
+    const int b = g.image_idx[item], k = g.channel_idx[item];
+    const float* a = g.acts + ((long long)b * g.K + k) * (g.h * g.w);
+    const float* img = g.images + (long long)b * g.C * HW;
+    const float* q = params ? params + (long long)item * P_COUNT : nullptr;
+    const float flo = q ? q[P_FLO] : 0.0f, fspan = q ? q[P_FSPAN] : 1.0f;
+    const float mlo = q ? q[P_MLO] : 0.0f, mspan = q ? q[P_MSPAN] : 1.0f;
+    float noise_std = 0.0f;
+    if (g.noise_mode == NOISE_RANGE) noise_std = q ? q[P_STD] : 0.0f;
+    if (g.noise_mode == NOISE_GIVEN) noise_std = g.input_noise_std ? g.input_noise_std[item] : 1.0f;
+    const float s = g.item_scale ? g.item_scale[item] : 1.0f;
+    const float m = final_mask(g, a, p, item, HW, flo, fspan, mlo, mspan);
+    for (int c = 0; c < g.C; ++c) {
+        float v = scaled_pixel(g, img, c, p, HW, m, s);
+        if (g.input_noise && g.noise_mode != NOISE_NONE) {
+            v = __fadd_rn(v, __fmul_rn(noise_std, g.input_noise[((long long)item * g.C + c) * HW + p]));
         }
+        long long o = g.channels_last ? ((long long)item * HW + p) * g.C + c : ((long long)item * g.C + c) * HW + p;
+        store(out, o, v);
     }
 }
 
@@ -111,18 +149,25 @@ __device__ void masked_inputs_body(MaskArgs g, Out* out) {
     const float *acts, int K, int h, int w, const float *images, int C, int H, int W, const int *image_idx,    \
         const int *channel_idx, float scale_h, float scale_w, int align_corners, int normalize, float eps,      \
         int gate, const float *item_scale, const float *mask_noise, const float *input_noise,                  \
-        const float *input_noise_std, float range_multiplier, int channels_last
+        const float *input_noise_std, int noise_mode, float range_multiplier, int channels_last
 #define CAMRT_MASK_ARGS                                                                                        \
     MaskArgs{acts, K, h, w, images, C, H, W, image_idx, channel_idx, scale_h, scale_w, align_corners,           \
-             normalize, eps, gate, item_scale, mask_noise, input_noise, input_noise_std, range_multiplier,      \
-             channels_last}
+             normalize, eps, gate, item_scale, mask_noise, input_noise, input_noise_std, noise_mode,            \
+             range_multiplier, channels_last}
 
-extern "C" __global__ void masked_inputs_f32(CAMRT_MASK_PARAMS, float* out) {
-    masked_inputs_body<float>(CAMRT_MASK_ARGS, out);
+// grid: n blocks; params (n, 5) float32
+extern "C" __global__ void mask_item_ranges(CAMRT_MASK_PARAMS, float* params) {
+    mask_item_ranges_body(CAMRT_MASK_ARGS, params);
 }
 
-extern "C" __global__ void masked_inputs_f16(CAMRT_MASK_PARAMS, unsigned short* out) {
-    masked_inputs_body<unsigned short>(CAMRT_MASK_ARGS, out);
+// grid: n * tiles blocks, tiles = ceil(H * W / blockDim.x)
+extern "C" __global__ void masked_inputs_f32(CAMRT_MASK_PARAMS, const float* params, int tiles, float* out) {
+    masked_inputs_body<float>(CAMRT_MASK_ARGS, params, tiles, out);
+}
+
+extern "C" __global__ void masked_inputs_f16(CAMRT_MASK_PARAMS, const float* params, int tiles,
+                                             unsigned short* out) {
+    masked_inputs_body<unsigned short>(CAMRT_MASK_ARGS, params, tiles, out);
 }
 
 enum { SCORE_PROB = 0, SCORE_LOGIT = 1, SCORE_LOGIT_DELTA = 2 };

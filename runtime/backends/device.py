@@ -7,7 +7,8 @@ the runner's one stream: nothing comes back to the host until an image's weights
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -63,6 +64,7 @@ class EngineBuffers(Closing):
 
     cupy: Any
     stream: Any
+    device_id: int = 0  # the GPU the stream and buffers belong to
     max_batch: int | None = None  # an engine's profile limit, where it has one
 
     def _init_buffers(self, bundle: Any) -> None:
@@ -97,9 +99,10 @@ class EngineBuffers(Closing):
         self._check_open()
         if self.max_batch is not None and rows > self.max_batch:
             raise CamrtError(f"batch size {rows} exceeds the TensorRT engine's profile maximum {self.max_batch}; "
-                             "use a smaller --batch-size or rebuild the engine with a larger max batch")
+                             f"use --batch-size {self.max_batch} or less (native TensorRT: or export its engines "
+                             "with a larger --max-batch)")
         if rows > self._rows:
-            with self.stream:
+            with self.stream_context():
                 self._buffers = {name: self.cupy.empty((rows, *shape), dtype=self.cupy.float32)
                                  for name, shape in self._shapes.items()}
             self._rows = rows
@@ -111,14 +114,17 @@ class EngineBuffers(Closing):
         self._enqueue("head", ACTIVATIONS, LOGITS, n, for_host=False)
         return self._buffers[LOGITS][:n]
 
-    def stream_context(self) -> AbstractContextManager[Any]:
-        return self.stream  # type: ignore[no-any-return]
+    @contextmanager
+    def stream_context(self) -> Iterator[Any]:
+        """The runner's GPU current for CuPy (cuda:N), then its stream."""
+        with self.cupy.cuda.Device(self.device_id), self.stream:
+            yield self.stream
 
     def _host(self, graph: str, src: str, dst: str, array: np.ndarray) -> np.ndarray:
         """One graph on host input: copy in, run, copy out, wait (the clean pass, not the masked inputs)."""
         n = array.shape[0]
         self.input_buffer(n)
-        with self.stream:
+        with self.stream_context():
             self._buffers[src][:n].set(np.ascontiguousarray(array, dtype=np.float32), stream=self.stream)
             self._enqueue(graph, src, dst, n, for_host=True)
             out = self._buffers[dst][:n].get(stream=self.stream)

@@ -1,7 +1,9 @@
 """Native TensorRT backend (Polygraphy's runner half): the bundle's engines run with execute_async_v3 on CuPy buffers.
 
 Both engines (features, head) run on one CUDA stream, the one the mask kernels use; activations stay in a device
-buffer between them. Engines come from the bundle's cache, built on first use where none matches this GPU.
+buffer between them. Engines come from the bundle's cache, built on first use where none matches this GPU. A
+``profile`` asks for engines of that batch profile (built when the bundle has none); without one, the cached
+engines with the largest max batch are used (``camrt export --tensorrt --max-batch``), else the default profile's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from camrt.runtime.backends.device import EngineBuffers
 from camrt.runtime.backends.tensorrt_build import (
     Profile,
     build_engines,
+    cached_profiles,
     find_engines,
     gpu_name,
     import_tensorrt,
@@ -33,16 +36,20 @@ class TrtRunner(EngineBuffers):
                  profile: Profile | None = None) -> None:
         trt_mod = import_tensorrt()
         self.cupy = import_cupy()
+        self.device_id = device_id
         self.device = self.cupy.cuda.Device(device_id)
         self.device.use()
         gpu = gpu_name(device_id)
-        engines = find_engines(bundle, gpu, trt_mod.__version__, precision)
+        if profile is None:
+            profile = next(iter(cached_profiles(bundle, gpu, trt_mod.__version__, precision)), Profile())
+        engines = find_engines(bundle, gpu, trt_mod.__version__, precision, profile)
         if engines is None:
             if not build:
-                raise CamrtError(f"{bundle.root}: no {precision} TensorRT {trt_mod.__version__} engine for {gpu}; "
+                raise CamrtError(f"{bundle.root}: no {precision} TensorRT {trt_mod.__version__} engine for {gpu} "
+                                 f"with batch profile {profile.min_batch}-{profile.opt_batch}-{profile.max_batch}; "
                                  "build one with 'camrt export ... --tensorrt'")
             build_engines(bundle, precision, profile, device_id)
-            engines = find_engines(bundle, gpu, trt_mod.__version__, precision)
+            engines = find_engines(bundle, gpu, trt_mod.__version__, precision, profile)
             if engines is None:
                 raise CamrtError(f"{bundle.root}: the TensorRT engines just built are not in the manifest")
         self.stream = self.cupy.cuda.Stream(non_blocking=True)
@@ -66,8 +73,11 @@ class TrtRunner(EngineBuffers):
 
     def _enqueue(self, graph: str, src: str, dst: str, n: int, for_host: bool) -> None:
         context = self._contexts[graph]
-        context.set_input_shape(src, (n, *self._shapes[src]))
-        context.set_tensor_address(src, int(self._buffers[src].data.ptr))
-        context.set_tensor_address(dst, int(self._buffers[dst].data.ptr))
+        if not context.set_input_shape(src, (n, *self._shapes[src])):
+            raise CamrtError(f"TensorRT's {graph} engine refuses input {src} of shape {(n, *self._shapes[src])} "
+                             f"(its profile takes batches up to {self.max_batch})")
+        for name in (src, dst):
+            if not context.set_tensor_address(name, int(self._buffers[name].data.ptr)):
+                raise CamrtError(f"TensorRT's {graph} engine has no tensor {name!r} to bind")
         if not context.execute_async_v3(self.stream.ptr):
             raise CamrtError(f"TensorRT failed to run the {graph} engine")

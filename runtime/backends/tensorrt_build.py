@@ -1,7 +1,7 @@
 """TensorRT engines for a bundle: built from its ONNX graphs, cached in the bundle (Polygraphy's loader half).
 
-An engine is specific to a GPU, a TensorRT version and a precision, so the manifest's ``engines`` field keys
-each file by all three (``engine_key``) with its SHA-256 and batch profile; a timing cache per GPU and version
+An engine is specific to a GPU, a TensorRT version, a precision and its batch profile, so the manifest's
+``engines`` field keys each file by all four (``engine_key``) with its SHA-256; a timing cache per GPU and version
 makes rebuilds fast. FP16 comes from the builder flag where TensorRT still has it (10.x), else from an FP16
 copy of the graph (11.x builds strongly typed networks only).
 """
@@ -56,14 +56,37 @@ class Profile:
             raise CamrtError(f"engine profile: need 1 <= min <= opt <= max batch, got {self}")
 
 
-def engine_key(graph: str, gpu_name: str, trt_version: str, precision: str) -> str:
-    """The manifest key (and file stem) of one engine: graph, GPU, TensorRT version and precision."""
+def engine_key(graph: str, gpu_name: str, trt_version: str, precision: str, profile: Profile) -> str:
+    """The manifest key (and file stem) of one engine: graph, GPU, TensorRT version, precision and batch profile
+    (an engine built for a smaller max batch must not stand in for a larger one)."""
+    return f"{_engine_prefix(graph, gpu_name, trt_version, precision)}{_profile_suffix(profile)}"
+
+
+def _engine_prefix(graph: str, gpu_name: str, trt_version: str, precision: str) -> str:
     if precision not in PRECISIONS:
         raise CamrtError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return f"{graph}-{_slug(gpu_name)}-trt{trt_version}-{precision}"
+    return f"{graph}-{slug(gpu_name)}-trt{trt_version}-{precision}"
 
 
-def _slug(text: str) -> str:
+def _profile_suffix(profile: Profile) -> str:
+    return f"-b{profile.min_batch}-{profile.opt_batch}-{profile.max_batch}"
+
+
+def cached_profiles(bundle: Bundle, gpu: str, trt_version: str, precision: str) -> list[Profile]:
+    """The batch profiles of the bundle's engine pairs for this GPU, version and precision, largest max first."""
+    prefix = _engine_prefix("features", gpu, trt_version, precision)
+    found = []
+    for key in bundle.manifest.engines:
+        match = re.fullmatch(re.escape(prefix) + r"-b(\d+)-(\d+)-(\d+)", key)
+        if match:
+            profile = Profile(*(int(g) for g in match.groups()))
+            if engine_key("head", gpu, trt_version, precision, profile) in bundle.manifest.engines:
+                found.append(profile)
+    return sorted(found, key=lambda p: (p.max_batch, p.opt_batch), reverse=True)
+
+
+def slug(text: str) -> str:
+    """``text`` lower-cased with runs of anything but letters, digits and dots as one '-' (file-name safe)."""
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "gpu"
 
 
@@ -75,12 +98,13 @@ def gpu_name(device_id: int = 0) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def find_engines(bundle: Bundle, gpu: str, trt_version: str, precision: str) -> dict[str, bytes] | None:
-    """The bundle's cached engines for this GPU, version and precision: each read once (inside the bundle) and
-    hash-checked, so the bytes TensorRT deserializes are the bytes verified; None if absent."""
+def find_engines(bundle: Bundle, gpu: str, trt_version: str, precision: str,
+                 profile: Profile) -> dict[str, bytes] | None:
+    """The bundle's cached engines for this GPU, version, precision and profile: each read once (inside the
+    bundle) and hash-checked, so the bytes TensorRT deserializes are the bytes verified; None if absent."""
     found = {}
     for graph in GRAPHS:
-        entry = bundle.manifest.engines.get(engine_key(graph, gpu, trt_version, precision))
+        entry = bundle.manifest.engines.get(engine_key(graph, gpu, trt_version, precision, profile))
         if not isinstance(entry, dict):
             return None
         path = bundle_file(bundle.root, str(entry.get("file", "")), str(bundle.root / MANIFEST))
@@ -104,12 +128,12 @@ def build_engines(
     logger: trt.ILogger = trt_mod.Logger(trt_mod.Logger.WARNING)
     folder = bundle.root / ENGINE_DIR
     folder.mkdir(exist_ok=True)
-    cache_path = folder / f"timing-{_slug(gpu)}-trt{trt_mod.__version__}.cache"
+    cache_path = folder / f"timing-{slug(gpu)}-trt{trt_mod.__version__}.cache"
     m = bundle.manifest
     shapes = {"features": (IMAGE, tuple(m.input_shape)), "head": (ACTIVATIONS, tuple(m.activation_shape))}
     written = {}
     for graph in GRAPHS:
-        key = engine_key(graph, gpu, trt_mod.__version__, precision)
+        key = engine_key(graph, gpu, trt_mod.__version__, precision, profile)
         onnx_path = bundle.features_path if graph == "features" else bundle.head_path
         name, shape = shapes[graph]
         plan = _build_one(trt_mod, logger, onnx_path, bundle.read_verified(onnx_path.name), name, shape, precision,

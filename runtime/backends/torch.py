@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -96,7 +98,7 @@ class TorchRunner(Closing):
 class TorchCudaRunner(TorchRunner):
     """PyTorch on a CUDA GPU, the device reference: channels_last, optional FP16/BF16 autocast, and CUDA graphs
     for the full chunk size. Masked inputs are written by the CUDA kernels into a torch tensor (via DLPack) on
-    the runner's stream, which CuPy and torch share."""
+    the runner's stream, which CuPy and torch share; CuPy work runs with the runner's GPU current (cuda:N)."""
 
     name = "torch"
 
@@ -121,17 +123,21 @@ class TorchCudaRunner(TorchRunner):
         self.channels_last = channels_last
         if channels_last:
             self._features = self._features.to(memory_format=torch.channels_last)
+        self.device_index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         self._torch_stream = torch.cuda.Stream(self.device)
-        self.stream = self.cupy.cuda.ExternalStream(self._torch_stream.cuda_stream, self.device.index or 0)
-        self.kernels = cuda_kernels(self.stream, self.device.index or 0)
+        self.stream = self.cupy.cuda.ExternalStream(self._torch_stream.cuda_stream, self.device_index)
+        self.kernels = cuda_kernels(self.stream, self.device_index)
         self.input_shape = tuple(input_shape)
         self.cuda_graphs = cuda_graphs
         self._input: Any = None
         self._graph: tuple[Any, Any] | None = None
 
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Any, capturing: bool = False) -> Any:
+        """The model under autocast; ``capturing``: for a CUDA graph, whose capture autocast's weight cache breaks
+        (a cached cast made during capture is freed when autocast exits, under the graph's feet)."""
         torch = self.torch
-        with torch.no_grad(), torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None):
+        with torch.no_grad(), torch.autocast("cuda", dtype=self.autocast, enabled=self.autocast is not None,
+                                             cache_enabled=not capturing):
             return self._head(self._features(x)).float()
 
     def _release(self) -> None:
@@ -156,19 +162,19 @@ class TorchCudaRunner(TorchRunner):
         torch = self.torch
         if self._input is None or self._input.shape[0] < rows:
             c, h, w = self.input_shape
-            with torch.cuda.stream(self._torch_stream):
+            with torch.cuda.device(self.device), torch.cuda.stream(self._torch_stream):
                 if self.channels_last:
                     self._input = torch.empty((rows, h, w, c), device=self.device).permute(0, 3, 1, 2)
                 else:
                     self._input = torch.empty((rows, c, h, w), device=self.device)
             self._graph = None
-        with self.stream:
+        with self.stream_context():
             return self.cupy.from_dlpack(self._input[:rows])
 
     def run_logits(self, n: int) -> Any:
         self._check_open()
         torch = self.torch
-        with torch.cuda.stream(self._torch_stream):
+        with torch.cuda.device(self.device), torch.cuda.stream(self._torch_stream):
             if self.cuda_graphs and n == self._input.shape[0]:
                 if self._graph is None:
                     self._graph = self._capture()
@@ -176,21 +182,25 @@ class TorchCudaRunner(TorchRunner):
                 graph.replay()
             else:
                 out = self._forward(self._input[:n])
-        with self.stream:
+        with self.stream_context():
             return self.cupy.from_dlpack(out)
 
     def _capture(self) -> tuple[Any, Any]:
         """A CUDA graph of the whole model on the full input buffer (after two warm-up runs), and its output."""
         torch = self.torch
         for _ in range(2):
-            self._forward(self._input)
+            self._forward(self._input, capturing=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self._torch_stream):
-            out = self._forward(self._input)
+            out = self._forward(self._input, capturing=True)
         return graph, out
 
-    def stream_context(self) -> Any:
-        return self.stream
+    @contextmanager
+    def stream_context(self) -> Iterator[Any]:
+        """The runner's GPU current for CuPy (its stream belongs to that device; on cuda:N, N >= 1, CuPy would
+        otherwise raise, or allocate on GPU 0), then its stream."""
+        with self.cupy.cuda.Device(self.device_index), self.stream:
+            yield self.stream
 
 
 AUTOCAST = {"fp32": None, "fp16": "float16", "bf16": "bfloat16"}

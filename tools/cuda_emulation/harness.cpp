@@ -30,6 +30,7 @@ void launcher(unsigned grid, unsigned block, void** argv) {
 
 const std::unordered_map<std::string, Launcher>& kernels() {
     static const std::unordered_map<std::string, Launcher> table{
+        {"mask_item_ranges", &launcher<&mask_item_ranges>},
         {"masked_inputs_f32", &launcher<&masked_inputs_f32>},
         {"masked_inputs_f16", &launcher<&masked_inputs_f16>},
         {"accumulate_scores", &launcher<&accumulate_scores>},
