@@ -3,6 +3,11 @@
 Per image and channel: skip (constant channel where the convention skips it), zero (the mask is all zeros,
 so the masked input is the zero image for every image, channel and sample: one pass serves them all), or a
 representative channel (bit-identical activations give identical masks and scores: one pass per group).
+
+Head-only methods (Ablation-CAM, Recipro-CAM) plan their jobs here too: a channel ablated to the value it already
+holds everywhere (an all-zero channel set to 0) leaves the activations as they are, so its score is the clean
+score (CLEAN: no pass); a position whose channel vector is all zero gives the all-zero activations for every image
+(ZERO: the head on zeros, one pass per run).
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from camrt.kernels.activations import ablation_fills
 from camrt.runtime.methods.base import Convention
 
-SKIP, ZERO = -1, -2
+SKIP, ZERO, CLEAN = -1, -2, -3
 
 
 @dataclass
@@ -24,7 +30,7 @@ class Plan:
     a time, never listing them whole: memory stays O(N x K).
     """
 
-    rep: np.ndarray  # (N, K) representative channel, or SKIP / ZERO
+    rep: np.ndarray  # (N, J) representative job (channel, or position for Recipro-CAM), or SKIP / ZERO / CLEAN
     unique: list[np.ndarray]  # per image: the channels that need passes
     samples: int
 
@@ -48,6 +54,8 @@ def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = Tru
     save_passes=False runs every pass the reference runs (for benchmarks); the convention's own skipping of
     constant channels stays, since the reference does not run those either.
     """
+    if conv.head is not None:
+        return _plan_head(activations, conv, save_passes)
     n, k = activations.shape[:2]
     flat = np.ascontiguousarray(activations.reshape(n, k, -1))
     rep = np.empty((n, k), dtype=np.int64)
@@ -69,4 +77,24 @@ def plan_jobs(activations: np.ndarray, conv: Convention, save_passes: bool = Tru
             _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
             rep[b, live] = live[first[inverse.ravel()]]
         unique.append(np.flatnonzero(rep[b] == np.arange(k)))
+    return Plan(rep=rep, unique=unique, samples=conv.samples)
+
+
+def _plan_head(activations: np.ndarray, conv: Convention, save_passes: bool) -> Plan:
+    """Jobs of a head-only method: channels (ablation) or positions (Recipro-CAM), less those whose perturbed
+    activations are known without a pass (CLEAN, ZERO) when ``save_passes``."""
+    assert conv.head is not None
+    n = activations.shape[0]
+    jobs = conv.jobs(activations.shape[1:])
+    rep = np.tile(np.arange(jobs, dtype=np.int64), (n, 1))
+    if save_passes:
+        for b in range(n):
+            a = activations[b]
+            if conv.head.op == "ablate":
+                fills = ablation_fills(conv.head, a)
+                fill = fills[np.arange(jobs) % fills.size]
+                rep[b, (a == fill[:, None, None]).all(axis=(1, 2))] = CLEAN
+            else:
+                rep[b, ~a.reshape(a.shape[0], -1).any(axis=0)] = ZERO
+    unique = [np.flatnonzero(rep[b] == np.arange(jobs)) for b in range(n)]
     return Plan(rep=rep, unique=unique, samples=conv.samples)

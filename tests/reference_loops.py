@@ -170,3 +170,89 @@ def rise_causal_metric(model, img: torch.Tensor, explanation: np.ndarray, mode: 
 def rise_auc(arr: np.ndarray) -> float:
     """RISE evaluation.py auc."""
     return float((arr.sum() - arr[0] / 2 - arr[-1] / 2) / (arr.shape[0] - 1))
+
+
+# ---------------------------------------------------------------------------------------------- head-only methods
+@torch.no_grad()
+def paper_ablationcam(model, features, head, x, class_idx=None):
+    """Desai & Ramaswamy's Ablation-CAM, one ablated channel per head pass: channel k set to 0, w_k = (y - y_k) / y
+    on the logit, map as the Score-CAM paper's (ReLU(Up(sum w_k A_k)), min-max)."""
+    c, acts = _setup(model, features, x, class_idx)
+    y = float(head(acts)[0, c])
+    k = acts.shape[1]
+    weights = np.zeros(k)
+    for i in range(k):
+        ablated = acts.clone()
+        ablated[:, i] = 0
+        weights[i] = (y - float(head(ablated)[0, c])) / y
+    low = (torch.from_numpy(weights).float()[None, :, None, None] * acts).sum(1, keepdim=True)
+    return weights, _finish(F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False))
+
+
+def _recipro_mosaic(feature_map: torch.Tensor, nc: int, h: int, w: int, is_gaussian: bool) -> torch.Tensor:
+    """sybyun/ReciproCAM src/recipro_cam.py ReciproCam._mosaic_feature, as written (device cpu)."""
+    gaussian = torch.tensor([[1 / 16.0, 1 / 8.0, 1 / 16.0], [1 / 8.0, 1 / 4.0, 1 / 8.0], [1 / 16.0, 1 / 8.0, 1 / 16.0]])
+    if not is_gaussian:
+        feature_map_repeated = feature_map.repeat(h * w, 1, 1, 1)
+        mosaic_feature_map_mask = torch.zeros(h * w, nc, h, w)
+        spatial_order = torch.arange(h * w).reshape(h, w)
+        for i in range(h):
+            for j in range(w):
+                k = spatial_order[i, j]
+                mosaic_feature_map_mask[k, :, i, j] = torch.ones(nc)
+        return feature_map_repeated * mosaic_feature_map_mask
+    new_features = torch.zeros(h * w, nc, h, w)
+    for b in range(h * w):
+        for i in range(h):
+            kx_s, kx_e = max(i - 1, 0), min(i + 1, h - 1)
+            sx_s = 1 if i == 0 else 0
+            sx_e = 1 if i == h - 1 else 2
+            for j in range(w):
+                ky_s, ky_e = max(j - 1, 0), min(j + 1, w - 1)
+                sy_s = 1 if j == 0 else 0
+                sy_e = 1 if j == w - 1 else 2
+                if b == i * w + j:
+                    r_feature_map = feature_map[0, :, i, j].reshape(feature_map.shape[1], 1, 1).repeat(1, 3, 3)
+                    score_map = r_feature_map * gaussian.repeat(feature_map.shape[1], 1, 1)
+                    new_features[b, :, kx_s:kx_e + 1, ky_s:ky_e + 1] = score_map[:, sx_s:sx_e + 1, sy_s:sy_e + 1]
+    return new_features
+
+
+@torch.no_grad()
+def paper_reciprocam(model, features, head, x, class_idx=None, gaussian=False):
+    """ReciproCam.__call__ for one image: the head on [feature; mosaic] (what its forward hook returns), softmax,
+    the target's column reshaped to h x w and min-max'ed (_get_class_activaton_map). Returns (native h x w, the
+    map bilinearly upsampled to H x W, max / (max - min) of the scores: how much the min-max magnifies their
+    fp32 rounding)."""
+    feature = features(x)
+    _, nc, h, w = feature.shape
+    prediction = torch.softmax(head(torch.cat((feature, _recipro_mosaic(feature, nc, h, w, gaussian)), 0)), dim=1)
+    index = int(prediction[0].argmax()) if class_idx is None else int(class_idx)
+    cam = prediction[1:, index].reshape((h, w))
+    conditioning = float(cam.max() / (cam.max() - cam.min()))  # fp32 rounding of the scores, magnified
+    cam_min = cam.min()
+    cam = (cam - cam_min) / (cam.max() - cam_min)
+    up = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    return cam.numpy(), up.numpy(), conditioning
+
+
+@torch.no_grad()
+def openvino_xai_reciprocam(features, head, x, class_idx):
+    """openvino_xai methods/white_box/torch.py TorchReciproCAM (optimize_gap=False, embed_scaling=True) for one
+    image: the logits of the mosaic, per-class _normalize_map to uint8; the target class's map (h x w) / 255."""
+    output = features(x)
+    batch_size, c, h, w = output.shape
+    feature_map_repeated = output[0].repeat(h * w, 1, 1, 1)
+    mosaic_feature_map_mask = torch.zeros(h * w, c, h, w)
+    spatial_order = torch.arange(h * w).reshape(h, w)
+    for i in range(h):
+        for j in range(w):
+            mosaic_feature_map_mask[spatial_order[i, j], :, i, j] = torch.ones(c)
+    logits = head(torch.cat([output, feature_map_repeated * mosaic_feature_map_mask]))
+    num_classes = logits.shape[1]
+    saliency_maps = logits[batch_size:].reshape([batch_size, h * w, num_classes]).transpose(1, 2)
+    saliency_maps = saliency_maps.reshape((batch_size * num_classes, h * w))
+    max_values = saliency_maps.max(dim=-1, keepdim=True).values
+    min_values = saliency_maps.min(dim=-1, keepdim=True).values
+    saliency_maps = (255 * (saliency_maps - min_values) / (max_values - min_values + 1e-12)).to(torch.uint8)
+    return saliency_maps.reshape([batch_size, num_classes, h, w])[0, int(class_idx)].numpy().astype(np.float32) / 255

@@ -44,7 +44,8 @@ DECLARED = [(method, option) for method, options in OPTIONS.items() for option i
 def _typed(convention, name: str):
     """What the convention made of option ``name``."""
     return {"num_samples": convention.samples, "std": convention.noise_std, "coefficients": convention.coefficients,
-            "gate": convention.mask.gate, "combine": {"gated": "gated", "paper": "raw"}.get(convention.combine)}[name]
+            "gate": convention.mask.gate, "combine": {"gated": "gated", "paper": "raw"}.get(convention.combine),
+            "kernel": convention.head.kernel if convention.head is not None else None}[name]
 
 
 def _good(option) -> list:

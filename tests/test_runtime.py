@@ -262,3 +262,32 @@ def test_iscam_with_the_unit_path_is_scorecam():
         b = explainer.explain(x, "scorecam", convention)
         np.testing.assert_array_equal(a.weights, b.weights)
         np.testing.assert_array_equal(a.saliency, b.saliency)
+
+
+def test_a_cancelled_image_runs_no_more_passes_and_the_others_are_unchanged(tiny_bundle):
+    """Window.cancel (a serve client gone) drops an image's queued jobs; the images beside it get the maps they get
+    alone, and the engine runs only what was left of theirs."""
+    from camrt.runtime.engine.window import Image, Window
+    from camrt.runtime.methods import get_convention
+
+    explainer = Explainer(tiny_bundle)
+    m = explainer.bundle.manifest
+    x = images(3, seed=np.random.SeedSequence().entropy % 2**32)
+    conv = get_convention("scorecam", "pytorch-grad-cam")
+    batches: list[int] = []
+    k = m.activation_shape[0]
+    cancelled: list[bool] = []
+
+    def on_batch(n: int) -> None:
+        batches.append(n)
+        if not cancelled and any(state.index == 1 for state in window.state.values()):
+            cancelled.append(window.cancel(1))  # image 1 is in flight, some of its jobs still queued
+
+    window = Window(explainer.runner, conv, 4, tuple(m.input_shape), tuple(m.activation_shape), m.num_classes,
+                    on_batch=on_batch)
+    kept = list(window.run(Image(i, x[i]) for i in range(3)))
+    assert cancelled == [True] and [e.index for e in kept] == [0, 2]
+    assert sum(batches) < 3 * k  # image 1's remaining passes never ran
+    assert window.pending == 0 and not window.state and not window.cancel(1)
+    alone = explainer.explain(x[[0, 2]], "scorecam", "pytorch-grad-cam")
+    np.testing.assert_allclose(np.stack([e.saliency for e in kept]), alone.saliency, atol=1e-5)

@@ -1,7 +1,9 @@
 """Scorers: make a batch of masked inputs in the engine's input buffer, run the engine, add up the scores.
 
 The window (runtime/engine/window.py) keeps images in numbered slots and hands a scorer batches of jobs
-(slot, channel, sample). :class:`HostScorer` makes the masked inputs with the NumPy op (kernels/masks.py);
+(slot, channel, sample); for the head-only methods the index is a channel or a position and
+:class:`~camrt.runtime.engine.head_scorer.HeadScorer` runs the head graph on perturbed activations.
+:class:`HostScorer` makes the masked inputs with the NumPy op (kernels/masks.py);
 :class:`DeviceScorer` (runtime/engine/device_scorer.py) with the CUDA kernels, straight into a GPU runner's input.
 Both hold each slot's image, activations, target and score sums, so the window never touches engine memory.
 """
@@ -50,14 +52,15 @@ class Slots:
     """Each slot's image, activations, target class, clean score, score sums and non-finite flag, as arrays of
     one array module (numpy, or cupy on a GPU) made current by :meth:`context`."""
 
-    def __init__(self, xp: Any, shape: tuple[int, int, int], activation_shape: tuple[int, int, int]) -> None:
+    def __init__(self, xp: Any, shape: tuple[int, int, int], activation_shape: tuple[int, int, int],
+                 jobs: int | None = None) -> None:
         self.xp = xp
         with self.context():
             self.x = xp.empty((0, *shape), xp.float32)
             self.activations = xp.empty((0, *activation_shape), xp.float32)
             self.target = xp.empty(0, xp.int32)
             self.base = xp.empty(0, xp.float64)
-            self.sums = xp.empty((0, activation_shape[0]), xp.float64)
+            self.sums = xp.empty((0, activation_shape[0] if jobs is None else jobs), xp.float64)  # per job index
             self.bad = xp.zeros(0, xp.int32)
 
     def context(self) -> AbstractContextManager[Any]:

@@ -1,11 +1,13 @@
 """The one engine loop: a window of images in flight, whose jobs fill every engine batch, scored by one scorer.
 
 Images enter the window as the loop needs jobs: a clean pass (features and head) for the images entering together,
-then the planner (runtime/plan.py) decides which (channel, sample) jobs each needs. Each engine batch takes the
-next jobs in order (image, sample, channel) from as many images as it needs, so a layer with 16 channels fills a
-batch of 64 with four images. An image leaves, as an :class:`Explained`, when its last job is scored: its sums
-become weights (runtime/engine/finish.py) and its map. At most ``batch_size + 1`` images are in flight, so memory is
-bounded by the batch size, whatever the number of images.
+then the planner (runtime/plan.py) decides which (channel, sample) jobs each needs (for the head-only methods,
+Ablation-CAM and Recipro-CAM, a job's index is a channel or a position and its pass runs the head graph alone:
+runtime/engine/head_scorer.py). Each engine batch takes the next jobs in order (image, sample, channel) from as
+many images as it needs, so a layer with 16 channels fills a batch of 64 with four images. An image leaves, as an
+:class:`Explained`, when its last job is scored: its sums become weights (runtime/engine/finish.py) and its map.
+At most ``batch_size + 1`` images are in flight, so memory is bounded by the batch size, whatever the number of
+images.
 
 ``Explainer.explain`` drains this loop over one call's images (they arrive :class:`Prepared`: clean pass and plan
 done for the whole call); ``explain_stream`` and every command feed it images as they are decoded. SS-CAM's noise
@@ -26,16 +28,20 @@ import numpy as np
 from camrt.errors import InputError
 from camrt.runtime.backends.base import Runner
 from camrt.runtime.backends.device import is_device_runner
+from camrt.runtime.combine import head_weights
+from camrt.runtime.engine.device_head_scorer import DeviceHeadScorer, is_device_head_runner
 from camrt.runtime.engine.device_scorer import DeviceScorer
 from camrt.runtime.engine.finish import channel_weights
+from camrt.runtime.engine.head_scorer import HeadScorer
 from camrt.runtime.engine.scorer import HostScorer, Scorer
 from camrt.runtime.engine.scoring import finite_rows, non_finite, score_rows, softmax
 from camrt.runtime.methods.base import Convention
 from camrt.runtime.noise import NoiseSource, RemappedNoise
-from camrt.runtime.plan import SKIP, ZERO, plan_jobs
+from camrt.runtime.plan import CLEAN, SKIP, ZERO, plan_jobs
 
 OnBatch = Callable[[int], None]  # called with the number of masked inputs of each engine batch
 NON_FINITE_CLEAN = "the model gives non-finite activations or logits for this input"
+ZERO_CLEAN_SCORE = "the target's clean logit is 0, so Ablation-CAM's weights (y - y_k) / y are undefined"
 
 
 @dataclass
@@ -44,7 +50,7 @@ class Prepared:
 
     activations: np.ndarray  # (K, h, w)
     logits: np.ndarray  # (classes,)
-    rep: np.ndarray  # (K,) the plan row: representative channel, SKIP or ZERO
+    rep: np.ndarray  # (J,) the plan row: representative channel (or position), SKIP, ZERO or CLEAN
     channels: np.ndarray  # the channels that need passes
 
 
@@ -99,8 +105,13 @@ def clean_outputs(runner: Runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def make_scorer(runner: Runner, conv: Convention, batch_size: int, shape: tuple[int, int, int],
                 activation_shape: tuple[int, int, int]) -> Scorer:
-    """The device scorer for runners with device buffers, else the host scorer."""
-    kind = DeviceScorer if is_device_runner(runner) else HostScorer
+    """The device scorer for runners with device buffers, else the host scorer; the head scorers for the head-only
+    methods (on the device where the runner has a head-input buffer, else on the host through ``runner.head``)."""
+    kind: type
+    if conv.graph == "head":
+        kind = DeviceHeadScorer if is_device_head_runner(runner) else HeadScorer
+    else:
+        kind = DeviceScorer if is_device_runner(runner) else HostScorer
     return kind(runner, conv, batch_size, shape, activation_shape)  # type: ignore[arg-type]
 
 
@@ -127,6 +138,7 @@ class Window:
                  save_passes: bool = True, keep_inputs: bool = False, on_batch: OnBatch | None = None) -> None:
         self.runner, self.conv, self.batch_size = runner, conv, check_batch_size(batch_size)
         self.shape, self.k, self.classes = shape, activation_shape[0], classes
+        self.activation_shape, self.jobs = activation_shape, conv.jobs(activation_shape)  # jobs per image and sample
         self.save_passes, self.keep_inputs, self.on_batch = save_passes, keep_inputs, on_batch
         self.scorer = make_scorer(runner, conv, self.batch_size, shape, activation_shape)
         self.capacity = self.batch_size + 1  # enough images for a full batch even at one job per image
@@ -162,7 +174,7 @@ class Window:
 
     def _admit(self, source: Iterator[Image]) -> bool:
         """Take the next images, enough to fill the batch, and start them together; False at the end."""
-        per_image = self.k * self.conv.samples  # at most; pass saving can only lower it
+        per_image = self.jobs * self.conv.samples  # at most; pass saving can only lower it
         want = min(max(1, math.ceil((self.batch_size - self.pending) / per_image)),
                    max(self.capacity - len(self.state), 1))
         taken: list[Image] = []
@@ -225,10 +237,14 @@ class Window:
             self._finish(slot)
 
     def _zero_score(self, state: _Slot) -> float:
-        """The target's score on the zero image (what every all-zero mask gives): one pass for the whole run."""
+        """The target's score on the zero image (what every all-zero mask gives), or for a head-only method on the
+        all-zero activations (what a Recipro-CAM copy of an all-zero position is): one pass for the whole run."""
         if self.zero_logits is None:
             started = time.perf_counter()
-            self.zero_logits = np.asarray(self.runner.logits(np.zeros((1, *self.shape), np.float32)))
+            if self.conv.graph == "head":
+                self.zero_logits = np.asarray(self.runner.head(np.zeros((1, *self.activation_shape), np.float32)))
+            else:
+                self.zero_logits = np.asarray(self.runner.logits(np.zeros((1, *self.shape), np.float32)))
             state.seconds += time.perf_counter() - started
             state.extra_passes += 1
         base = np.array([state.logits[state.target]], np.float64)
@@ -273,9 +289,21 @@ class Window:
         samples = self.conv.samples
         if (state.rep == ZERO).any():
             sums[state.rep == ZERO] = self._zero_score(state) * samples
-        weights = channel_weights(self.conv, state.rep, sums)
+        if self.conv.graph == "head":
+            clean = float(score_rows(self.conv.score, state.logits[None], np.array([state.target]),
+                                     np.array([state.logits[state.target]], np.float64))[0])
+            sums[state.rep == CLEAN] = clean * samples  # activations left as they were: the clean score
+            weights = head_weights(self.conv, sums, clean)
+            if not np.isfinite(weights).all():
+                self.done.append(_error(state.index, ZERO_CLEAN_SCORE))
+                self._release(slot)
+                return
+        else:
+            weights = channel_weights(self.conv, state.rep, sums)
         saliency, native = self.scorer.combine(slot, weights)
-        run = int((state.rep == np.arange(self.k)).sum()) * samples + state.extra_passes
+        if self.conv.head is not None and self.conv.head.op == "keep":  # its position scores are the map, not weights
+            weights = np.zeros(self.k)
+        run = int((state.rep == np.arange(self.jobs)).sum()) * samples + state.extra_passes
         self.done.append(Explained(
             index=state.index, status="ok", saliency=np.asarray(saliency, np.float32),
             weights=weights.astype(np.float32), target=state.target, predicted=int(state.logits.argmax()),
@@ -284,6 +312,24 @@ class Window:
             seconds=state.seconds + time.perf_counter() - started, x=state.x, native=native,
         ))
         self._release(slot)
+
+    def cancel(self, index: int) -> bool:
+        """Drop image ``index`` (a client gone): its queued jobs are never run and it yields nothing. Call it
+        between engine batches (from the thread that runs :meth:`run`); False when it is not in flight."""
+        slot = next((s for s, state in self.state.items() if state.index == index), None)
+        if slot is None:
+            return False
+        kept: deque[list[Any]] = deque()
+        for entry in self.queue:
+            if entry[0] == slot:
+                self.pending -= entry[1].size - entry[3]
+            else:
+                kept.append(entry)
+        self.queue = kept
+        del self.state[slot]
+        self.scorer.take(slot)  # clears the slot's sums
+        self._release(slot)
+        return True
 
     def _drain(self) -> Iterator[Explained]:
         while self.done:

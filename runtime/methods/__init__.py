@@ -1,4 +1,5 @@
-"""The Score-CAM family: each method's named conventions, looked up by (method, convention)."""
+"""The Score-CAM family and the head-only methods (Ablation-CAM, Recipro-CAM): each method's named conventions,
+looked up by (method, convention)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from camrt.errors import InputError
-from camrt.runtime.methods import iscam, scorecam, scorecampp, sscam
+from camrt.runtime.methods import ablationcam, iscam, reciprocam, scorecam, scorecampp, sscam
 from camrt.runtime.methods.base import Convention, Option
 
 METHODS: dict[str, Callable[..., dict[str, Convention]]] = {
@@ -14,12 +15,16 @@ METHODS: dict[str, Callable[..., dict[str, Convention]]] = {
     "sscam": sscam.conventions,
     "iscam": iscam.conventions,
     "scorecam++": scorecampp.conventions,
+    "ablationcam": ablationcam.conventions,
+    "reciprocam": reciprocam.conventions,
 }
 OPTIONS: dict[str, tuple[Option, ...]] = {
     "scorecam": scorecam.OPTIONS,
     "sscam": sscam.OPTIONS,
     "iscam": iscam.OPTIONS,
     "scorecam++": scorecampp.OPTIONS,
+    "ablationcam": ablationcam.OPTIONS,
+    "reciprocam": reciprocam.OPTIONS,
 }
 
 

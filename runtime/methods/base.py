@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 from camrt.errors import InputError
+from camrt.kernels.activations import HeadSpec
 from camrt.kernels.masks import MaskSpec
 
 Score = Literal["prob", "logit", "logit-delta"]
-Combine = Literal["paper", "pytorch-grad-cam", "torchcam", "gated"]
+Combine = Literal["paper", "pytorch-grad-cam", "torchcam", "gated", "recipro", "openvino-xai"]
 Noise = Literal["none", "mask", "input-range"]
 
 
@@ -26,6 +27,9 @@ class Convention:
     skip_constant: constant channels are skipped (weight 0, no pass), as the authors' code does.
     softmax_weights: weights = softmax over channels of the mean score, else the mean score itself.
     combine: how weights and activations make the map.
+    head: None for passes through the whole network on masked images; a HeadSpec for the head-only methods
+    (Ablation-CAM, Recipro-CAM), whose passes run the head graph on perturbed activations (``mask`` then only
+    says how the map is upsampled).
     """
 
     method: str
@@ -39,10 +43,20 @@ class Convention:
     coefficients: tuple[float, ...] | None = None
     noise: Noise = "none"
     noise_std: float = 0.0
+    head: HeadSpec | None = None
 
     @property
     def noisy(self) -> bool:
         return self.noise != "none"
+
+    @property
+    def graph(self) -> Literal["input", "head"]:
+        """Which graph each pass runs: the whole network on a masked image, or the head on perturbed activations."""
+        return "input" if self.head is None else "head"
+
+    def jobs(self, activation_shape: tuple[int, int, int]) -> int:
+        """Jobs per image and sample: one per channel, or one per position (Recipro-CAM)."""
+        return activation_shape[0] if self.head is None else self.head.jobs(activation_shape)
 
     @property
     def zero_mask_skippable(self) -> bool:
