@@ -86,6 +86,32 @@ def targets(result: dict[str, Any]) -> list[str]:
     eff = summary["camrt_onnxruntime_efficiency"]
     lines += ["", f"camrt (ONNX Runtime, every pass run) engine efficiency: min {eff['min']:.2f}, "
                   f"median {eff['median']:.2f} (target >= 0.9)."]
+    return lines + engines_table(result)
+
+
+def engines_table(result: dict[str, Any]) -> list[str]:
+    """camrt on every engine configuration (backend, precision; every pass run) against the peers of its case, in
+    the same run (issue 13: OpenVINO BF16 >= 5x grad-cam, INT8 >= 10x, explain within 1.1x of the engine)."""
+    entries = result["summary"].get("engines_vs_peers", [])
+    cases = {(r["model"], r["method"], r["mode"]) for r in entries if (r["backend"], r["precision"]) !=
+             ("onnxruntime", "fp32")}  # the cases with another engine: all their camrt rows, ONNX Runtime's too
+    rows = [r for r in entries if (r["model"], r["method"], r["mode"]) in cases]
+    if not rows:
+        return []
+    peers = list(dict.fromkeys(p for r in rows for p in r["speedup"]))
+    lines = ["", "### Engines and precisions against the peers (every pass run, same run)", "",
+             "| model | method | mode | implementation | s / image | " + " | ".join(f"vs {p}" for p in peers)
+             + " | explain / engine |", "|" + "---|" * (6 + len(peers))]
+    for r in rows:
+        ratios = [f"{r['speedup'][p]:.2f}x" if p in r["speedup"] else "-" for p in peers]
+        lines.append(f"| {r['model']} | {METHOD_NAMES.get(r['method'], r['method'])} | {r['mode']} ({r['images']}) | "
+                     f"{r['implementation']} | {r['seconds_per_image']:.2f} | " + " | ".join(ratios)
+                     + f" | {r['explain_over_engine']:.2f} |")
+    calibration = result.get("calibration", {})
+    lines += [""] if calibration else []
+    lines += [f"INT8 calibration, {model}: {c['status']}" + (f" ({c['command']}, {c['seconds']:.0f} s)"
+              if "command" in c else "") + (f": {c['error']}" if "error" in c else "") + "."
+              for model, c in calibration.items()]
     return lines
 
 

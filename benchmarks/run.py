@@ -70,12 +70,14 @@ class Runner:
     def __init__(self, cache: Path, threads: int, engine_batches: int, log: Log) -> None:
         self.cache, self.threads, self.engine_batches, self.log = cache, threads, engine_batches, log
         self.done: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
+        self.calibration: dict[str, dict] = {}  # model -> how its bundle got its INT8 graph (calibrate)
 
     def job(self, spec: ModelSpec, case: Case, row: Row, batch_size: int | None = None) -> dict:
         bundle = bundle_path(spec, self.cache)
         imgs = images(bundle, case.images, self.cache)
         manifest = json.loads((bundle / "manifest.json").read_text())
-        job = {"impl": row.impl, "backend": row.backend, "convention": row.convention, "method": case.method,
+        job = {"impl": row.impl, "backend": row.backend, "precision": row.precision, "convention": row.convention,
+               "method": case.method,
                "save_passes": row.save_passes, "samples": case.samples, "repeats": _repeats(case, row), "seed": 0,
                "batch_size": batch_size or (spec.batch_size if row.impl == "camrt" else _peer_batch(row.impl)),
                "bundle": str(bundle), "images": str(imgs), "targets": targets(bundle, imgs),
@@ -108,6 +110,26 @@ class Runner:
         return result, maps
 
 
+def calibrate(bundle: Path, cache: Path, log: Log) -> dict:
+    """Give ``bundle`` its calibrated INT8 graph (``camrt calibrate`` on the six photos) unless it has one; what was
+    done, for the results. A failure is recorded, and the INT8 rows then fail with the runner's own reason."""
+    from examples.photos import photo_paths
+
+    if json.loads((bundle / "manifest.json").read_text()).get("int8"):
+        return {"status": "already calibrated"}
+    photos = photo_paths(cache / "photos")[0].parent
+    command = [sys.executable, "-m", "camrt", "calibrate", str(bundle), str(photos)]
+    log(f"  calibrating {bundle.name} for INT8 on {photos} ...")
+    started = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    out = {"command": " ".join(["camrt", *command[3:]]), "seconds": time.perf_counter() - started,
+           "status": "calibrated" if proc.returncode == 0 else "failed"}
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        log(f"    calibration failed: {out['error']}")
+    return out
+
+
 def _repeats(case: Case, row: Row) -> int:
     """The case's repeats; its extra_repeats for the rows that are not like for like with a peer."""
     extra = row.impl == "camrt" and (row.save_passes or row.backend != "onnxruntime")
@@ -124,6 +146,8 @@ def run_case(runner: Runner, spec: ModelSpec, case: Case, backends: list[str]) -
     """All rows of one case: timings, passes, efficiency, peak RSS, ratios and map differences."""
     rows = rows_for(case, backends)
     jobs = [runner.job(spec, case, row) for row in rows]
+    if any(row.precision == "int8" for row in rows):
+        runner.calibration.setdefault(case.model, calibrate(bundle_path(spec, runner.cache), runner.cache, runner.log))
     merged: list[tuple[dict, dict[str, np.ndarray]]] = [({}, {}) for _ in rows]
     for round_ in range(max(job["repeats"] for job in jobs)):  # round-robin: drift in load hits every row alike
         for i, (row, job) in enumerate(zip(rows, jobs)):
@@ -159,7 +183,8 @@ def _summarise(case: Case, spec: ModelSpec, row: Row, job: dict, result: dict, m
     out: dict[str, Any] = {"model": case.model, "layer": job["layer"], "channels": job["channels"],
                            "method": case.method, "mode": case.mode, "images": case.images, "samples": case.samples,
                            "repeats": job["repeats"], "implementation": row.label, "impl": row.impl,
-                           "backend": row.backend, "convention": row.convention, "save_passes": row.save_passes,
+                           "backend": row.backend, "precision": row.precision, "convention": row.convention,
+                           "save_passes": row.save_passes,
                            "batch_size": job["batch_size"], "random_weights": spec.random_weights, **result}
     if "error" in result:
         return out
@@ -195,7 +220,7 @@ def engine_efficiency(row: dict) -> float:
 def _base(convention: str, results: list) -> tuple | None:
     """camrt on ONNX Runtime, every pass run, in ``convention``: what every row's ratio divides by."""
     for row, job, result, maps in results:
-        if row.impl == "camrt" and row.backend == "onnxruntime" and not row.save_passes \
+        if row.impl == "camrt" and row.backend == "onnxruntime" and row.precision == "fp32" and not row.save_passes \
                 and row.convention == convention and "error" not in result:
             return row, job, result, maps
     return None
@@ -271,6 +296,8 @@ def run_bench(preset: Preset, cases: list[Case], models: dict[str, ModelSpec] | 
             result["backends"][case.model] = {"usable": usable, "skipped": skipped}
         log(f"{case.model} {case.method} ({case.mode}, {case.images} image(s), {case.repeats} repeat(s))")
         result["rows"] += run_case(runner, spec, case, result["backends"][case.model]["usable"])
+        if runner.calibration:
+            result["calibration"] = runner.calibration
         if checkpoint is not None:
             checkpoint({**result, "partial": True, "summary": summary(result["rows"]),
                         "seconds_total": time.perf_counter() - started})
@@ -303,5 +330,24 @@ def summary(rows: list[dict]) -> dict:
                 efficiency.append(r["engine_efficiency"])
     return {"speedup_vs_faster_peer_every_pass": speedups,
             "camrt_onnxruntime_efficiency": {"min": min(efficiency, default=float("nan")),
-                                             "median": statistics.median(efficiency) if efficiency else float("nan")}}
+                                             "median": statistics.median(efficiency) if efficiency else float("nan")},
+            "engines_vs_peers": engines_vs_peers(cases)}
+
+
+def engines_vs_peers(cases: dict[tuple, list[dict]]) -> list[dict]:
+    """Per case, camrt on each engine configuration (every pass run) against each peer, in the same run: the peer's
+    seconds / camrt's (issue 13's targets: OpenVINO BF16 >= 5x grad-cam, INT8 >= 10x on resnet18 Score-CAM), and
+    the explanation's seconds over the bare engine's for the same passes (target <= 1.1)."""
+    out = []
+    for (model, method, mode, n), group in cases.items():
+        peers = [r for r in group if r["impl"] != "camrt"]
+        for r in group:
+            if r["impl"] != "camrt" or r["save_passes"]:
+                continue
+            out.append({"model": model, "method": method, "mode": mode, "images": n, "backend": r["backend"],
+                        "precision": r.get("precision", "fp32"), "implementation": r["implementation"],
+                        "seconds_per_image": r["seconds_per_image"],
+                        "speedup": {p["implementation"]: p["seconds_median"] / r["seconds_median"] for p in peers},
+                        "explain_over_engine": 1.0 / r["engine_efficiency"]})
+    return out
 

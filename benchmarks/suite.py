@@ -2,8 +2,9 @@
 
 A case is one model, one method, one mode (latency: one image; throughput: several) and its repeats. Each case
 becomes rows, one per implementation: camrt on ONNX Runtime with every pass run, once per convention a peer
-names (the like-for-like rows), camrt with pass saving on, camrt on every other usable backend, and grad-cam /
-torchcam where they have the method.
+names (the like-for-like rows), camrt with pass saving on, camrt on every other usable backend, camrt on the
+case's engine configurations (backend and precision, e.g. OpenVINO BF16 and INT8), and grad-cam / torchcam
+where they have the method.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ PEER_CONVENTION = {"grad-cam": "pytorch-grad-cam", "torchcam": "torchcam"}
 PEER_BATCH = {"grad-cam": 16, "torchcam": 32}  # their defaults
 PEER_LABEL = {"grad-cam": "grad-cam 1.5.7", "torchcam": "torchcam 0.5.0"}
 SAMPLED = ("iscam", "sscam")  # N x K passes per image
+# the CPU engine configurations timed beside the peers (issue 13): OpenVINO at each precision, every pass run
+OPENVINO = (("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Case:
     saved: bool = True  # also time camrt with pass saving on
     other_backends: bool = True  # also time camrt on the backends other than ONNX Runtime
     peers: bool = True
+    engines: tuple[tuple[str, str], ...] = ()  # (backend, precision) rows, every pass, where the backend is usable
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,15 @@ class Row:
     convention: str
     backend: str = "onnxruntime"  # camrt's backend; "torch" (eager) for the peers
     save_passes: bool = False
+    precision: str = "fp32"  # camrt's engine precision
 
     @property
     def label(self) -> str:
         if self.impl != "camrt":
             return f"{PEER_LABEL[self.impl]} (batch {PEER_BATCH[self.impl]})"
         passes = "passes saved" if self.save_passes else "every pass"
-        return f"camrt {self.backend}, {self.convention}, {passes}"
+        precision = "" if self.precision == "fp32" else f" {self.precision}"
+        return f"camrt {self.backend}{precision}, {self.convention}, {passes}"
 
 
 def rows_for(case: Case, backends: list[str]) -> list[Row]:
@@ -63,6 +69,10 @@ def rows_for(case: Case, backends: list[str]) -> list[Row]:
         rows.append(Row("camrt", conventions[0], save_passes=True))
     if case.other_backends:
         rows += [Row("camrt", conventions[0], backend=b) for b in backends if b != "onnxruntime"]
+    for backend, precision in case.engines:
+        row = Row("camrt", conventions[0], backend=backend, precision=precision)
+        if backend in backends and row not in rows:
+            rows.append(row)
     if case.peers:
         rows += [Row(p, PEER_CONVENTION[p], backend="torch") for p in PEERS[case.method]]
     return rows
@@ -81,12 +91,13 @@ class Preset:
 
 
 def _full() -> tuple[Case, ...]:
-    r18 = [Case("resnet18", "scorecam", repeats=3, extra_repeats=1),
+    r18 = [Case("resnet18", "scorecam", repeats=3, extra_repeats=1, engines=OPENVINO),
            Case("resnet18", "iscam", samples=2), Case("resnet18", "sscam", samples=2),
            Case("resnet18", "scorecam++")]
-    lite = [Case("efficientnet_lite0", "scorecam", other_backends=False),
+    lite = [Case("efficientnet_lite0", "scorecam", other_backends=False, engines=OPENVINO),
             Case("efficientnet_lite0", "scorecam++", other_backends=False)]
-    big = [Case(m, "scorecam", saved=False, other_backends=False) for m in ("resnet50", "vgg16")]
+    big = [Case(m, "scorecam", saved=False, other_backends=False, engines=OPENVINO if m == "resnet50" else ())
+           for m in ("resnet50", "vgg16")]
     throughput = [Case("resnet18", "scorecam", mode="throughput", images=3, saved=False, other_backends=False)]
     return (*r18, *lite, *big, *throughput)
 
@@ -98,6 +109,11 @@ def _quick() -> tuple[Case, ...]:
                  peers=False))
 
 
+def _engines() -> tuple[Case, ...]:
+    return tuple(Case(m, "scorecam", saved=False, other_backends=False, engines=OPENVINO)
+                 for m in ("resnet18", "resnet50", "efficientnet_lite0"))
+
+
 PRESETS = {
     "quick": Preset("resnet18: Score-CAM, IS-CAM and SS-CAM (2 samples); EfficientNet-Lite0: ScoreCAM++, camrt-only "
                     "throughput on 2 photos; one repeat (~5 min on 2 cores)", _quick()),
@@ -105,6 +121,9 @@ PRESETS = {
                    "samples), EfficientNet-Lite0 Score-CAM and ScoreCAM++, resnet50 and vgg16 Score-CAM (one "
                    "repeat), resnet18 throughput on 3 images, and the memory check (~40 min on 2 cores)", _full(),
                    memory_check=True, memory_check_peer=True),
+    "engines": Preset("Score-CAM on resnet18, resnet50 and EfficientNet-Lite0, every pass run: camrt on ONNX Runtime "
+                      "and on OpenVINO FP32 / BF16 / INT8 (calibrated first) beside grad-cam and torchcam, one "
+                      "repeat (~25 min on 2 cores)", _engines()),
 }
 
 

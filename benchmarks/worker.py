@@ -73,11 +73,12 @@ def engine_seconds(logits: Logits, image: np.ndarray, passes: int, batch_size: i
 
 def _camrt(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
     import camrt
+    from camrt.runtime.bench.configs import engine_options
     from camrt.runtime.noise import ArrayNoise
 
-    backend, threads = job["backend"], job["threads"]
-    options = {"onnxruntime": {"intra_op_threads": threads},
-               "torch": {"threads": threads, "trust_pickles": True}}.get(backend, {})  # the benchmark's own export
+    backend = job["backend"]
+    options = engine_options(backend, job.get("precision", "fp32"), threads=job["threads"],
+                             trust_pickles=True)  # the benchmark's own export
     explainer = camrt.Explainer(job["bundle"], backend=backend, **options)
     method_options = {"num_samples": job["samples"]} if job.get("samples") else {}
     batch_size = job["batch_size"]

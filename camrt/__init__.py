@@ -11,6 +11,7 @@ from typing import Any
 from camrt._version import __version__
 from camrt.errors import BundleError, CamrtError, ExportError, InputError
 from camrt.runtime.bundle import Bundle
+from camrt.runtime.calibrate import calibrate
 from camrt.runtime.evaluate import Evaluation, Evaluator, MethodSpec, parse_methods
 from camrt.runtime.explain_dataset import DatasetRun, explain_dataset
 from camrt.runtime.explainer import Explainer, Explanation
@@ -30,6 +31,7 @@ __all__ = [
     "InputError",
     "MethodSpec",
     "__version__",
+    "calibrate",
     "explain_dataset",
     "export",
     "load_images",

@@ -13,6 +13,7 @@ from typing import Any
 
 from camrt._version import __version__
 from camrt.errors import BundleError, missing
+from camrt.runtime.atomic import write_bytes
 from camrt.runtime.bundle_checks import EXTERNAL_SUFFIX, bundle_file, check_manifest
 
 FORMAT = "camrt-bundle"
@@ -20,6 +21,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IMAGE, ACTIVATIONS, LOGITS = "image", "activations", "logits"  # stable tensor names in both graphs
 FEATURES_FILE, HEAD_FILE = "features.onnx", "head.onnx"
+INT8_PREFIX = "int8-"  # camrt calibrate's graphs: int8-<sha256 prefix>.xml / .bin (OpenVINO IR)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Manifest:
     class_names: list[str] | None = None
     engines: dict[str, Any] = field(default_factory=dict)
     random_weights: bool = False  # exported with --random-weights: the maps explain no trained model
+    int8: dict[str, Any] | None = None  # camrt calibrate's INT8 graph: engine, graph, weights, calibration record
     camrt_version: str = __version__
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -83,6 +86,7 @@ class Manifest:
                 class_names=data.get("class_names"),
                 engines=dict(data.get("engines") or {}),
                 random_weights=data.get("random_weights") is True,  # absent before it was recorded
+                int8=data.get("int8"),  # absent before camrt calibrate; older camrts ignore it (format 1 still)
                 camrt_version=str(data.get("camrt_version", "?")),
                 format_version=version,
             )
@@ -94,6 +98,12 @@ class Manifest:
                               f"{manifest.input_shape[1]} x {manifest.input_shape[2]}")
         check_manifest(manifest, where)
         return manifest
+
+
+def _referenced(manifest: Manifest, name: str) -> bool:
+    """Whether a listed file still belongs to the bundle: anything but a superseded INT8 graph does."""
+    record = manifest.int8 or {}
+    return not name.startswith(INT8_PREFIX) or name in (record.get("graph"), record.get("weights"))
 
 
 def _triple(value: Any) -> tuple[int, int, int]:
@@ -159,6 +169,31 @@ class Bundle:
     def external_data(self) -> dict[str, bytes]:
         """The graphs' external data files (``*.onnx.data``) listed in the manifest, verified: name -> bytes."""
         return {name: self.read_verified(name) for name in self.manifest.files if name.endswith(EXTERNAL_SUFFIX)}
+
+    def add_files(self, files: dict[str, bytes], **fields: Any) -> None:
+        """Write ``files`` into the bundle, then the manifest listing them with their SHA-256 and ``fields`` set,
+        each by one rename: a reader sees the old manifest with the old files or the new with the new. New names
+        only (content-addressed by the caller), so no listed file is ever overwritten; the listed files the new
+        manifest drops (those of the same field before) are deleted after it lands."""
+        m = self.manifest
+        digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        taken = [name for name in files if m.files.get(name, digests[name]) != digests[name]]
+        if taken:
+            raise BundleError(f"{self.root}: {taken[0]} is listed with other contents; refusing to overwrite it")
+        before = set(m.files)
+        for name, data in files.items():
+            if name not in m.files:  # a listed name with the same SHA-256 holds these bytes already
+                write_bytes(bundle_file(self.root, name, str(self.root / MANIFEST)), data)
+        m.files.update(digests)
+        for key, value in fields.items():
+            setattr(m, key, value)
+        dropped = {name for name in before if not _referenced(m, name)} - {FEATURES_FILE, HEAD_FILE}
+        for name in dropped:
+            del m.files[name]
+        check_manifest(m, str(self.root / MANIFEST))
+        write_bytes(self.root / MANIFEST, (m.to_json() + "\n").encode("utf-8"))
+        for name in dropped:
+            (self.root / name).unlink(missing_ok=True)
 
     @property
     def features_path(self) -> Path:

@@ -29,6 +29,7 @@ class Manifest(Protocol):
     preprocessing: Any
     class_names: list[str] | None
     files: dict[str, str]
+    int8: dict[str, Any] | None
 
 
 def check_manifest(manifest: Manifest, where: str) -> None:
@@ -58,6 +59,18 @@ def check_manifest(manifest: Manifest, where: str) -> None:
         plain_name(name, where)
         if not isinstance(digest, str) or not _SHA256.match(digest):
             raise BundleError(f"{where}: files[{name!r}] is not a SHA-256 hex digest")
+    check_int8(manifest.int8, manifest.files, where)
+
+
+def check_int8(record: Any, files: dict[str, str], where: str) -> None:
+    """The INT8 record (``camrt calibrate``): None, or an OpenVINO graph and weights, both listed (so hashed)."""
+    if record is None:
+        return
+    if not isinstance(record, dict) or record.get("engine") != "openvino":
+        raise BundleError(f"{where}: int8 must be a record of an OpenVINO graph (engine 'openvino')")
+    for key in ("graph", "weights"):
+        if not isinstance(record.get(key), str) or record[key] not in files:
+            raise BundleError(f"{where}: int8.{key} must name a file listed in files, got {record.get(key)!r}")
 
 
 def _bounded(where: str, field: str, values: Sequence[Any], most: int) -> None:

@@ -28,7 +28,7 @@ from camrt.runtime.bundle import Bundle
 
 from tiny import SIZE
 
-OFFERS = "(fp16: tensorrt, onnxruntime-tensorrt, torch; bf16: torch)"
+OFFERS = "(fp16: openvino, tensorrt, onnxruntime-tensorrt, torch; bf16: openvino, torch; int8: openvino)"
 
 
 def _images(n: int = 2) -> np.ndarray:
@@ -36,7 +36,7 @@ def _images(n: int = 2) -> np.ndarray:
 
 
 def test_registry_lists_each_backend_once_with_its_properties():
-    assert BACKEND_NAMES == ("onnxruntime", "torch", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
+    assert BACKEND_NAMES == ("onnxruntime", "torch", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "openvino")
     assert all(isinstance(b, Backend) and b.name == name for name, b in BACKENDS.items())
     assert GPU_BACKENDS == ("onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt")
     table = {name: (b.gpu_only, b.default_device, b.devices, tuple(b.precisions), b.threads)
@@ -47,8 +47,9 @@ def test_registry_lists_each_backend_once_with_its_properties():
         "onnxruntime-cuda": (True, "cuda", ("cuda",), ("fp32",), None),
         "onnxruntime-tensorrt": (True, "cuda", ("cuda",), ("fp32", "fp16"), None),
         "tensorrt": (True, "cuda", ("cuda",), ("fp32", "fp16"), None),
+        "openvino": (False, "cpu", ("cpu",), ("fp32", "bf16", "fp16", "int8"), "threads"),
     }
-    assert precisions() == ("fp32", "fp16", "bf16")
+    assert precisions() == ("fp32", "fp16", "bf16", "int8")
     assert BACKENDS["onnxruntime-tensorrt"].precisions["fp16"] == {"fp16": True}
     assert BACKENDS["tensorrt"].precisions["fp16"] == {"precision": "fp16"}
     assert BACKENDS["onnxruntime"].load() == OnnxrtRunner.create

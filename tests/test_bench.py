@@ -62,4 +62,16 @@ def test_maps_agree_with_the_named_implementation(result):
 def test_markdown_has_a_row_per_implementation(result):
     text = markdown(result)
     assert "### Latency" in text and "### Throughput" in text
-    assert text.count("grad-cam 1.5.7 (batch 16)") >= 2 and text.count("| camrt onnxruntime") == 7
+    tables = text.split("### Targets")[0]  # the engines table after it repeats the camrt rows
+    assert text.count("grad-cam 1.5.7 (batch 16)") >= 2 and tables.count("| camrt onnxruntime") == 7
+
+
+def test_engine_rows_follow_the_usable_backends():
+    """A case's (backend, precision) rows appear where the backend is usable, labelled with their precision."""
+    from benchmarks.suite import OPENVINO, rows_for
+
+    case = Case("tiny", "scorecam", saved=False, other_backends=False, engines=OPENVINO)
+    labels = [row.label for row in rows_for(case, ["onnxruntime", "openvino"])]
+    assert labels[:2] == ["camrt onnxruntime, pytorch-grad-cam, every pass", "camrt onnxruntime, torchcam, every pass"]
+    assert labels[2:5] == [f"camrt openvino{p}, pytorch-grad-cam, every pass" for p in ("", " bf16", " int8")]
+    assert not [label for label in (row.label for row in rows_for(case, ["onnxruntime"])) if "openvino" in label]

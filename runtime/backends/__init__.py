@@ -27,6 +27,7 @@ class Backend:
     precisions: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {DEFAULT_PRECISION: {}})
     threads: str | None = None  # the runner's keyword for a CPU thread count; None: it takes none
     defaults: Mapping[str, Any] = field(default_factory=dict)  # keyword arguments the factory always gets
+    cpu_precisions: tuple[str, ...] = (DEFAULT_PRECISION,)  # the precisions it runs on the CPU (others: a GPU's)
 
     @property
     def gpu_only(self) -> bool:
@@ -49,6 +50,7 @@ class Backend:
 
 _GPU = ("cuda",)
 _ORT_CUDA = "camrt.runtime.backends.onnxruntime_cuda:OrtCudaRunner.create"
+_OPENVINO = ("fp32", "bf16", "fp16", "int8")
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("onnxruntime", "camrt.runtime.backends.onnxruntime:OnnxrtRunner.create", threads="intra_op_threads"),
@@ -59,6 +61,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             defaults={"provider": "tensorrt"}),
     Backend("tensorrt", "camrt.runtime.backends.tensorrt:TrtRunner.create", _GPU,
             {"fp32": {}, "fp16": {"precision": "fp16"}}),
+    Backend("openvino", "camrt.runtime.backends.openvino:OpenvinoRunner.create", ("cpu",),
+            {p: {"precision": p} for p in _OPENVINO}, threads="threads", cpu_precisions=_OPENVINO),
 )}
 BACKEND_NAMES = tuple(BACKENDS)
 GPU_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.gpu_only)
@@ -98,7 +102,7 @@ def runner_options(
         if gpu or spec.threads is None:
             raise InputError("--threads: a CPU option; the GPU backends have none")
         options[spec.threads] = threads
-    if precision != DEFAULT_PRECISION and not gpu:
+    if precision not in spec.cpu_precisions and not gpu and _gpu_precision(precision):
         raise InputError(f"--precision {precision}: a GPU option; add --device cuda")
     if precision not in spec.precisions:
         # the engines listed newest first, as this message always has
@@ -106,6 +110,11 @@ def runner_options(
                            for p in precisions() if p != DEFAULT_PRECISION)
         raise InputError(f"--precision {precision}: not available on backend {backend} ({offers})")
     return {**options, **spec.precisions[precision]}
+
+
+def _gpu_precision(precision: str) -> bool:
+    """True when some backend runs ``precision`` on a GPU only (so a CPU run of it is told to add --device cuda)."""
+    return any(precision in b.precisions and precision not in b.cpu_precisions for b in BACKENDS.values())
 
 
 def visible_gpu_options(options: Mapping[str, Any]) -> dict[str, Any]:
