@@ -87,6 +87,7 @@ def explain_dataset(
     ray_options: dict[str, Any] | None = None,
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    report: bool = False,
 ) -> DatasetRun:
     """Explain the images of ``data`` (a folder tree, a CSV of path[,label], or a glob) into ``out``.
 
@@ -96,6 +97,7 @@ def explain_dataset(
     on_record is called with each image's index row as it is written (ok or error). resume continues the run in
     ``out`` (same settings, same listing of ``data``); with allow_new, images added to ``data`` get new indices.
     One writer at a time holds ``out``; SIGTERM commits the finished images as Ctrl-C does (``Terminated``).
+    report: write ``out``/report.html at the end (``report_page``; ``camrt report`` rebuilds it any time).
     """
     spec = DatasetSpec(method, convention, tuple(sorted((options or {}).items())), target, batch_size, seed,
                        save_passes, tuple(confidence), tuple(causal), step, parse_background(background))
@@ -120,10 +122,15 @@ def explain_dataset(
         with locked(out) as folder, sigterm_as_interrupt():
             config = run_config(bundle_root, spec.config())
             folder = open_run(folder, config, resume, results=(INDEX, f"{SHARDS}/shard-*"), command=COMMAND,
-                              extra=facts)
+                              extra={**facts, **_report_facts(explainer, bundle_root)})
             entries = index_listing(folder, keyed, facts, allow_new)
-            return _run(folder, entries, spec, explainer, bundle_root, shard_size, engine, backend, backend_options,
-                        workers, ray_options, progress, on_record)
+            run = _run(folder, entries, spec, explainer, bundle_root, shard_size, engine, backend, backend_options,
+                       workers, ray_options, progress, on_record)
+            if report:
+                from camrt.runtime.report_page import build_report
+
+                build_report(folder)
+            return run
     except CamrtError:
         if fresh and not any(Path(out).glob(f"{SHARDS}/shard-*")):  # a failed start leaves no run folder behind:
             shutil.rmtree(out, ignore_errors=True)  # it made the folder in this call, and nothing was explained
@@ -171,6 +178,15 @@ def _run(out: Path, entries: list[Entry], spec: DatasetSpec, explainer: Explaine
         run.seconds = time.perf_counter() - started
         write_text(out / SUMMARY, json.dumps(run.summary(), indent=2) + "\n")
     return run
+
+
+def _report_facts(explainer: Explainer | None, bundle_root: Path) -> dict[str, Any]:
+    """What the report needs to place a map on its original photo (the resize and crop), for run.json."""
+    from camrt.runtime.bundle import Bundle
+    from camrt.runtime.report_page import report_facts
+
+    bundle = explainer.bundle if explainer is not None else Bundle.load(bundle_root)
+    return report_facts(bundle.manifest.preprocessing)
 
 
 def _count(run: DatasetRun, record: Record) -> None:

@@ -230,6 +230,17 @@ def resize_and_crop(image: Image.Image, pre: Preprocessing) -> Image.Image:
     return canvas
 
 
+def crop_box(size: tuple[int, int], pre: Preprocessing) -> tuple[float, ...]:
+    """The region the model sees, (left, top, right, bottom) in the pixels of the photo as it looks (``size``: its
+    W, H after the EXIF orientation): the centre crop of the resized photo mapped back, beyond the photo's edges
+    where the crop pads. What :func:`camrt.runtime.overlay.overlay_on_original` draws the map into."""
+    crop_h, crop_w = int(pre.crop[0]), int(pre.crop[1])
+    resized = _short_side_size(size, int(pre.resize)) if pre.resize else size
+    left, top = _crop_origin(resized, (crop_h, crop_w))
+    sx, sy = size[0] / resized[0], size[1] / resized[1]
+    return left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy
+
+
 def _short_side_size(size: tuple[int, int], short: int) -> tuple[int, int]:
     """(W, H) with the short side ``short`` and the long side truncated, as torchvision's Resize(int)."""
     width, height = size

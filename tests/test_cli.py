@@ -68,8 +68,8 @@ def test_explain_writes_maps_overlays_and_summary(bundle, photos, tmp_path, caps
         saliency = np.load(out / f"{stem}.npy")
         assert saliency.shape == (SIZE, SIZE) and saliency.dtype == np.float32
         assert saliency.min() >= 0 and saliency.max() <= 1
-        with Image.open(out / f"{stem}.png") as image:
-            assert image.size == (SIZE, SIZE) and image.mode == "RGB"
+        with Image.open(out / f"{stem}.png") as image:  # --overlay original (the default): at the photo's size
+            assert image.size == {"tall": (36, 50), "wide": (60, 40)}[stem] and image.mode == "RGB"
     summary = json.loads((out / "summary.json").read_text())
     assert {"method", "convention", "backend", "model", "layer", "images", "totals"} <= set(summary)
     assert (summary["method"], summary["convention"], summary["backend"]) == ("scorecam", "paper", "onnxruntime")

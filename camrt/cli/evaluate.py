@@ -1,8 +1,9 @@
 """``camrt evaluate BUNDLE DATA``: explain a dataset with several methods and measure the maps.
 
 Writes records.jsonl (one line per image, appended as each finishes: what --resume reads back), metrics.csv
-(one row per image and method), summary.md / summary.json (method x metric), curves-<variant>.png, and
-side-by-side overlays of the methods for the first --overlays images.
+(one row per image and method), summary.md / summary.json (method x metric), curves-<variant>.png,
+side-by-side overlays of the methods for the first --overlays images, and report.html (every image's maps over its
+original photo, drawn into report/ as each image finishes: the run keeps no maps to draw them from later).
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ def _evaluate_all(out: Path, keyed: list[tuple[str, Any]], facts: dict[str, Any]
                   args: argparse.Namespace, started: float) -> int:
     """Evaluate the images not in ``out``'s records yet (keyed by their path relative to DATA, indices kept as the
     run's listing.csv has them), appending a record per image, then write the reports."""
+    from camrt.runtime.report_page import report_facts
+
     explainer = evaluator.explainer
     config = _config(args, specs, evaluator.metrics.variants)
+    causal = [v.name for v in evaluator.metrics.variants.get("causal", [])]
+    facts = {**facts, **report_facts(explainer.bundle.manifest.preprocessing, causal, args.step)}
     done = _load_done(out, explainer.bundle, config, args.resume, facts)
     entries = index_listing(out, keyed, facts, args.allow_new)
     with progress_bar(len(entries), args.quiet) as bar:
@@ -117,7 +122,18 @@ def _evaluate_one(evaluator: Any, item: Any, index: int, specs: list[Any], args:
         record["label_index"] = label_index(item.label, bundle)
     if index < args.overlays:
         _panel(rgb, evaluation, record, out, index, item.path)
+    _report_images(out, index, item.path, pre, evaluation, args.background, bar)
     return record
+
+
+def _report_images(out: Path, index: int, path: Path, pre: Any, evaluation: Any, background: Any, bar: Any) -> None:
+    """The report's tiles of this image (its photo, every method's map over it), drawn now: no maps are kept."""
+    from camrt.runtime.report_page import write_image_files
+
+    try:
+        write_image_files(out, index, path, pre, [e.saliency[0] for e in evaluation.explanations], background)
+    except (CamrtError, OSError, ValueError) as exc:  # the run goes on: the page shows them as missing
+        bar.write(f"camrt: warning: {path}: {exc}; its report images are missing", file=sys.stderr)
 
 
 def _panel(rgb: np.ndarray, evaluation: Any, record: dict[str, Any], out: Path, index: int, path: Path) -> None:
@@ -206,6 +222,10 @@ def _write_reports(out: Path, records: list[dict[str, Any]], specs: list[Any], v
             except CamrtError as exc:
                 print(f"camrt: warning: {exc}; no curve plots", file=sys.stderr)
                 break
+    from camrt.runtime.report_page import build_report
+
+    page = build_report(out, summary=summary)
     print(table, end="")
     print(f"results: {out} ({summary['seconds']:.1f} s)")
+    print(f"camrt: report: {page}", file=sys.stderr)  # (stdout: the table and the results line, as before)
     return 2 if summary["skipped"] else 0

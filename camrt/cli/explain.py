@@ -30,6 +30,7 @@ from camrt.runtime.run_folder import locked
 NAME = "explain"
 SUMMARY = "summary.json"
 WRITE_AHEAD = 8  # explained images waiting for the writer at most: memory stays bounded
+OVERLAYS = ("original", "input")  # --overlay: on the photo as the user has it, or on the crop the model saw
 
 
 def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -43,6 +44,9 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace <stem>.npy / <stem>.png left in --out by an earlier run (never an input)")
     p.add_argument("--alpha", type=float, default=0.5, help="heat-map weight in the overlay (default: 0.5)")
+    p.add_argument("--overlay", choices=OVERLAYS, default="original",
+                   help="draw <stem>.png on the original photo at its own resolution, the crop the model saw "
+                        "outlined (original, the default), or on the model's input crop (input)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,12 +128,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _write(result: Any, rgb: np.ndarray, path: Path, stem: str, out: Path, args: argparse.Namespace,
            bundle: Any, decoding: Any = None) -> dict[str, Any]:
-    """Write one explained image's <stem>.npy and <stem>.png overlay on ``rgb``; return its summary record."""
-    from camrt.runtime.overlay import save_overlay
+    """Write one explained image's <stem>.npy and <stem>.png overlay (on the original photo, decoded again here in
+    the writer thread at its own resolution, or on the input crop ``rgb``: --overlay); return its summary record."""
+    from camrt.runtime.overlay import save_overlay, save_overlay_on_original
+    from camrt.runtime.preprocess import crop_box, load_image
 
     saliency = np.ascontiguousarray(result.saliency, dtype=np.float32)
     atomic_write(out / f"{stem}.npy", lambda handle: np.save(handle, saliency))
-    save_overlay(rgb, saliency, out / f"{stem}.png", alpha=args.alpha)
+    if args.overlay == "original":
+        photo = load_image(path, args.background)
+        box = crop_box(photo.size, bundle.manifest.preprocessing)
+        save_overlay_on_original(np.asarray(photo), saliency, box, out / f"{stem}.png", alpha=args.alpha)
+    else:
+        save_overlay(rgb, saliency, out / f"{stem}.png", alpha=args.alpha)
     costs = cost_fields(int(result.passes_run), int(result.passes_saved), result.seconds)
     facts = decoding.fields() if decoding is not None else {}
     return ordered(ok_record(path, result.target, result.logits, bundle.class_name, **costs, **facts,

@@ -39,6 +39,8 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=count, default=2, metavar="N",
                    help="decode threads ahead of the engine (0: decode inline; default: 2)")
     add_metric_arguments(p, optional=True)
+    p.add_argument("--report", action="store_true",
+                   help="write report.html at the end: every map over its original photo, sortable by metric")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default), or Ray Data (pip install 'camrt[ray]')")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
@@ -76,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
         allow_new=args.allow_new,
         workers=args.workers,
         limit=args.limit, engine=args.engine, backend=args.backend, backend_options=backend_options(args),
-        ray_options=ray_options, progress=not args.quiet,
+        ray_options=ray_options, progress=not args.quiet, report=args.report,
     )
     rows = read_index(args.out)
     bad = sum(row["status"] != "ok" for row in rows)
     print(f"{result.explained} explained, {result.failed} bad in this run ({result.images_per_second:.3g} images/s); "
           f"{len(rows) - bad} of {result.total} done in all, {bad} bad; index: {args.out / 'index.csv'}")
+    if args.report:
+        print(f"report: {args.out / 'report.html'}")
     return 2 if bad else 0
