@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[cpu,torch,dev,ray]"
+	$(BIN)/pip install -q -e ".[cpu,torch,dev,ray,serve,openvino]"
 	$(BIN)/pip install -q --no-deps tensorrt-stubs==10.13.0.35.1  # types only: TensorRT itself cannot install here
 	touch $@
 

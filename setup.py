@@ -17,6 +17,9 @@ PACKAGES = {
     "camrt.runtime.methods": "runtime/methods",
     "camrt.runtime.metrics": "runtime/metrics",
     "camrt.runtime.engine": "runtime/engine",
+    "camrt.runtime.report_page": "runtime/report_page",
+    "camrt.runtime.bench": "runtime/bench",
+    "camrt.runtime.serve": "runtime/serve",
     "camrt.kernels": "kernels",
 }
 
@@ -30,12 +33,16 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"camrt.kernels": ["*.cu", "cuda/*.cu", "cuda/*.cuh"], "camrt": ["py.typed"]},
+    package_data={"camrt.kernels": ["*.cu", "cuda/*.cu", "cuda/*.cuh"], "camrt": ["py.typed"],
+                  "camrt.runtime.report_page": ["*.html", "*.css", "*.js"],
+                  "camrt.runtime.serve": ["page/*.html", "page/*.css", "page/*.js"]},
     install_requires=["numpy>=1.23", "pillow>=9", "tqdm>=4.60"],
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
         "plots": ["matplotlib>=3.5"],  # camrt evaluate's curve plots
         "ray": ["ray[data]>=2.40"],  # camrt explain-dataset --engine ray
+        "openvino": ["openvino>=2024.0", "nncf>=2.9"],  # --backend openvino; nncf: camrt calibrate only
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus-client>=0.20"],
         "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13"],  # never with the cpu extra (two onnxruntimes)
         "tensorrt": ["tensorrt-cu12>=10", "cupy-cuda12x>=13", "onnx>=1.15"],  # onnx: FP16 graphs for TensorRT 11
         "torch": ["torch>=2.1", "torchvision>=0.16", "onnx>=1.15", "onnxscript>=0.1"],

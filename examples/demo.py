@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-METHODS = "scorecam,sscam,iscam,scorecam++"
+METHODS = "scorecam,sscam,iscam,scorecam++,ablationcam,reciprocam"  # the last two: head passes only
 SAMPLES = 3  # SS-CAM's paper uses 35 noisy copies and IS-CAM's 10 integration steps; on a GPU, use those
 
 
@@ -41,6 +41,7 @@ def run(out: Path, photos: list[str] | None, batch_size: int, samples: int = SAM
     print("$ camrt " + " ".join(argv), flush=True)
     code = camrt_main(argv)
     print(f"total {time.perf_counter() - started:.1f} s; overlays in {evaluate / 'overlays'}", flush=True)
+    print(f"report: {(evaluate / 'report.html').resolve()}", flush=True)  # open it in a browser
     return code
 
 

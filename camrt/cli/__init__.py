@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from camrt._version import __version__
-from camrt.cli import evaluate, explain, explain_dataset, export, info
+from camrt.cli import bench, calibrate, evaluate, explain, explain_dataset, export, info, report, serve
 from camrt.cli.args import Parser, UsageError
 from camrt.errors import CamrtError, one_line
 
 USAGE_ERROR = 2
 INTERRUPTED = 130
 
-COMMANDS: tuple[ModuleType, ...] = (export, explain, evaluate, explain_dataset, info)
+COMMANDS: tuple[ModuleType, ...] = (export, explain, evaluate, explain_dataset, info, bench, report, serve, calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
