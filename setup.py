@@ -40,7 +40,7 @@ setup(
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
         "plots": ["matplotlib>=3.5"],  # camrt evaluate's curve plots
-        "ray": ["ray[data]>=2.40"],  # camrt explain-dataset --engine ray
+        "ray": ["ray[data,serve]>=2.47"],  # explain-dataset --engine ray; serve --engine ray (2.47: ingress builders)
         "openvino": ["openvino>=2024.0", "nncf>=2.9"],  # --backend openvino; nncf: camrt calibrate only
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus-client>=0.20"],
         "gpu": ["onnxruntime-gpu>=1.17", "cupy-cuda12x>=13"],  # never with the cpu extra (two onnxruntimes)

@@ -41,6 +41,14 @@ def register(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
                         f"{MAX_PIXELS})")
     p.add_argument("--grace", type=float, default=30.0, metavar="S",
                    help="after SIGTERM: seconds to finish what is queued and in flight (default: 30)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: one engine in this process (default); ray: the same app on Ray Serve, one engine "
+                        "per replica (pip install 'camrt[serve,ray]'; RAY_ADDRESS joins a cluster)")
+    p.add_argument("--replicas", type=flags.positive_int, default=None, metavar="N",
+                   help="--engine ray: replicas (default: one per GPU of the cluster for a GPU backend, else 1)")
+    p.add_argument("--autoscaling", type=_json_object, default=None, metavar="JSON",
+                   help="--engine ray: Ray Serve's autoscaling_config, passed through, e.g. "
+                        "'{\"min_replicas\": 1, \"max_replicas\": 4}' (instead of --replicas)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')}: expected a finite number of 0 or more, got {value}")
     if not 0 < args.port < 65536:
         raise InputError(f"--port: expected 1 to 65535, got {args.port}")
+    for name in ("replicas", "autoscaling"):
+        if args.engine != "ray" and getattr(args, name) is not None:
+            raise InputError(f"--{name}: only with --engine ray")
+    if args.replicas is not None and args.autoscaling is not None:
+        raise InputError("--replicas: not with --autoscaling (its min_replicas and max_replicas bound the replicas)")
     settings = Settings(max_batch=args.batch_size, max_delay=args.max_delay_ms / 1000, max_queue=args.max_queue,
                         timeout=args.timeout, max_bytes=args.max_bytes, max_pixels=min(args.max_pixels, MAX_PIXELS),
                         grace=args.grace,
                         defaults=Defaults(args.method, args.convention, options, args.seed, args.background))
+    if args.engine == "ray":
+        return _run_on_ray(args, settings)
     explainer = flags.make_explainer(args)
     app = create_app(explainer, settings)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
@@ -81,6 +96,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"camrt: error: serve: could not start on {args.host}:{args.port}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_on_ray(args: argparse.Namespace, settings: Any) -> int:
+    """The same app on Ray Serve until SIGTERM or Ctrl-C; then Serve (and a Ray started here) shut down: 0."""
+    from camrt.runtime.backends import on_gpu
+    from camrt.runtime.bundle import Bundle
+    from camrt.runtime.serve import ray_serve
+
+    ray_serve.import_serve()  # a missing ray[serve] is one line before anything starts
+    options = flags.backend_options(args)
+    flags.warn_random_weights(Bundle.load(args.bundle))  # a bad bundle fails here, before Ray starts
+    ray_serve.run(args.bundle, args.backend, options, settings, on_gpu(args.backend, args.device), args.host,
+                  args.port, args.replicas, args.autoscaling)
+    return 0
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """--autoscaling: a JSON object."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as {\"max_replicas\": 4}")
+    return value
 
 
 def _noted(signum: int, frame: Any) -> None:
