@@ -32,7 +32,7 @@ _BOX_RESIZE = 4  # resize only the crop's box when the resized photo would be ov
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" holds 16-bit PNGs and TIFFs: read as 0..65535
 _ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 _ORIENTATION = 0x0112  # the EXIF tag
-_OPEN_LOCK = threading.Lock()  # warnings.catch_warnings is process-wide: one header read at a time under it
+OPEN_LOCK = threading.Lock()  # warnings.catch_warnings is process-wide: one header read at a time under it
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -103,13 +103,14 @@ def _open(path: Path) -> Image.Image:
     """Open a regular file lazily (header only); a warning PIL gives on it (a decompression bomb, a bad header)
     becomes the file's one-line error."""
     regular_file(path)
-    with _OPEN_LOCK, warnings.catch_warnings(record=True) as caught:
+    with OPEN_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         image = Image.open(path)
     try:
         _check_size(image, str(path))  # first: over PIL's limit too, the pixel count says more than its warning
-        for warning in caught:
-            if not issubclass(warning.category, DeprecationWarning):
+        for warning in caught:  # PIL's own (bomb: a RuntimeWarning; bad headers: UserWarning); the capture is
+            # process-wide, so a ResourceWarning of another thread's file (a server's upload) is not this file's
+            if issubclass(warning.category, (Image.DecompressionBombWarning, UserWarning)):
                 raise InputError(f"{path}: {first_line(Exception(warning.message))}")
     except InputError:
         image.close()

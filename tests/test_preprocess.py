@@ -154,3 +154,32 @@ def test_save_overlay_writes_atomically(tmp_path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["map.png"]  # the old file stays whole, no temporary file is left
     with Image.open(tmp_path / "map.png") as image:
         assert image.size == (10, 8)
+
+
+def test_a_warning_of_another_file_during_a_header_read_is_not_this_files_error(tmp_path, monkeypatch):
+    """The warnings capture is process-wide: a ResourceWarning of some other file (a server's upload, collected
+    while this header is read) must not fail this photo; PIL's own warnings (bad headers) still do."""
+    import warnings
+
+    from PIL import Image as PILImage
+
+    from camrt.runtime import preprocess
+
+    path = tmp_path / "ok.png"
+    PILImage.new("RGB", (8, 6)).save(path)
+    real_open = PILImage.open
+
+    def noisy_open(*args, **kwargs):
+        warnings.warn("Unclosed file <tempfile.SpooledTemporaryFile>", ResourceWarning, stacklevel=1)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(preprocess.Image, "open", noisy_open)
+    assert preprocess._open(path).size == (8, 6)
+
+    def corrupt_open(*args, **kwargs):
+        warnings.warn("Corrupt EXIF data", UserWarning, stacklevel=1)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(preprocess.Image, "open", corrupt_open)
+    with pytest.raises(InputError, match="ok.png: Corrupt EXIF data"):
+        preprocess._open(path)

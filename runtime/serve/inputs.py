@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ from camrt.runtime.bundle import Bundle
 from camrt.runtime.classes import class_index
 from camrt.runtime.methods import METHODS, get_convention
 from camrt.runtime.methods.base import Convention
-from camrt.runtime.preprocess import MAX_PIXELS, Decoding, crop_box, decode_photo, load_image, normalize
+from camrt.runtime.preprocess import MAX_PIXELS, OPEN_LOCK, Decoding, crop_box, decode_photo, load_image, normalize
 
 FIELDS = ("image", "method", "convention", "target", "overlay", "map_dtype", "seed")  # the rest: method options
 MAP_DTYPES = ("float16", "float32")  # float16 (the default) is what explain-dataset stores; float32 is exact
@@ -31,7 +30,6 @@ OVERLAYS = {"": None, "0": None, "false": None, "no": None, "1": "original", "tr
             "original": "original", "input": "input"}
 OVERLAY_SIDE = 1024  # an overlay on the original photo is drawn at most this many pixels on its long side
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None  # in memory
-_OPEN_LOCK = threading.Lock()  # warnings.catch_warnings is process-wide: one header read at a time under it
 
 
 class Problem(Exception):
@@ -133,7 +131,7 @@ def decode_upload(data: bytes, bundle: Bundle, max_pixels: int, background: Any,
     with tempfile.NamedTemporaryFile(prefix="camrt-serve-", dir=_SCRATCH) as handle:
         name = handle.name
         try:
-            with _OPEN_LOCK, warnings.catch_warnings():
+            with OPEN_LOCK, warnings.catch_warnings():  # the lock preprocess's reads take
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel limit below decides
                 with Image.open(io.BytesIO(data)) as header:
                     width, height = header.size
