@@ -15,7 +15,27 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from camrt.errors import CamrtError, InputError
+
 T = TypeVar("T")
+
+
+def placeable(ray: Any, asked: int | None, cpus: float, gpu: bool, flag: str, noun: str, no_gpu: str) -> int:
+    """How many actors (or Serve replicas): ``asked``, else one per GPU of the cluster for a GPU backend, else one;
+    one-line errors when a GPU backend finds no GPU (``no_gpu`` says what to do) or the live nodes cannot place them
+    (Ray would wait for them forever)."""
+    count = asked
+    if count is None and gpu:
+        count = int(ray.cluster_resources().get("GPU", 0))
+        if count < 1:
+            raise CamrtError(f"--engine ray: this backend runs on a GPU and the Ray cluster has none; {no_gpu}")
+    count = 1 if count is None else count
+    fit = actors_that_fit(ray.nodes(), cpus, gpu)
+    if count > fit:
+        each = f"{cpus:g} CPU{' and 1 GPU' if gpu else ''}"
+        raise InputError(f"{flag} {count}: the Ray cluster's live nodes hold {fit} {noun}(s) of {each} each; "
+                         f"ask for at most {fit}")
+    return count
 
 
 def actors_that_fit(nodes: list[dict[str, Any]], actor_cpus: float, gpu: bool) -> int:

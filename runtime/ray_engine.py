@@ -29,7 +29,7 @@ at the same paths on every node (a shared filesystem), and camrt installed there
   stream holds a few decoded batches at a time, and Ray spills beyond it).
 - ``actors``: explaining actors (default: one per GPU of the cluster for a GPU backend, else 1).
 - ``actor_cpus``: CPUs each actor reserves (default 1). More actors than the cluster's live nodes can place
-  are refused in one line (``ray_cluster.actors_that_fit``). ONNX Runtime picks its own thread count unless
+  are refused in one line (``ray_cluster.placeable``). ONNX Runtime picks its own thread count unless
   ``backend_options`` has ``intra_op_threads``.
 - ``batch_images``: images per Ray batch handed to an actor (default: ``max(8, 2 * workers)``, raised to four
   engine batches' worth of images on narrow layers, so masked inputs fill the engine's batches across images).
@@ -60,7 +60,7 @@ from camrt.runtime.dataset import Item
 from camrt.runtime.dataset_worker import DatasetSpec, DatasetWorker, Record
 from camrt.runtime.prefetch import Decoded, decode
 from camrt.runtime.preprocess import Decoding
-from camrt.runtime.ray_cluster import Watchdog, actors_that_fit
+from camrt.runtime.ray_cluster import Watchdog, placeable
 
 RAY_OPTIONS = ("address", "num_cpus", "object_store_memory", "actors", "actor_cpus", "batch_images", "decode_tasks",
                "stall_seconds")
@@ -264,23 +264,13 @@ def _actors(ray: Any, ray_options: dict[str, Any], gpu: bool) -> int:
     """How many explaining actors: as asked, else one per GPU of the cluster (GPU backends) or one; refused
     when more than the cluster's live nodes can place."""
     actors = ray_options.get("actors")
-    if actors is None and gpu:
-        actors = int(ray.cluster_resources().get("GPU", 0))
-        if actors < 1:
-            raise CamrtError("--engine ray: this backend runs on a GPU and the Ray cluster has none; "
-                             "set ray_options actors to wait for GPUs, or use a CPU backend")
-    actors = 1 if actors is None else actors
-    if not isinstance(actors, int) or actors < 1:
+    if actors is not None and (not isinstance(actors, int) or actors < 1):
         raise CamrtError(f"ray_options actors: must be a positive integer, got {actors!r}")
     actor_cpus = ray_options.get("actor_cpus", 1)
     if not isinstance(actor_cpus, (int, float)) or actor_cpus < 0:
         raise CamrtError(f"ray_options actor_cpus: must be a number >= 0, got {actor_cpus!r}")
-    fit = actors_that_fit(ray.nodes(), actor_cpus, gpu)
-    if actors > fit:  # Ray would wait for them forever (unless an autoscaler adds nodes: ask for what is there)
-        each = f"{actor_cpus:g} CPU{' and 1 GPU' if gpu else ''}"
-        raise CamrtError(f"--actors {actors}: the Ray cluster's live nodes hold {fit} actor(s) of {each} each; "
-                         f"ask for at most {fit}")
-    return actors
+    return placeable(ray, actors, actor_cpus, gpu, "--actors", "actor",
+                     "set ray_options actors to wait for GPUs, or use a CPU backend")
 
 
 def _batch_images(ray_options: dict[str, Any], workers: int, spec: DatasetSpec, channels: int) -> int:

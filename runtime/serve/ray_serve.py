@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from camrt.errors import CamrtError, InputError, one_line
+from camrt.errors import CamrtError, one_line
 from camrt.runtime.backends import visible_gpu_options
-from camrt.runtime.ray_cluster import actors_that_fit
+from camrt.runtime.ray_cluster import placeable
 
 APP_NAME = "camrt"
 REPLICA_CPUS = 1.0
@@ -46,19 +46,8 @@ def replicas_for(ray: Any, asked: int | None, gpu: bool, autoscaling: dict[str, 
     (Ray Serve scales between its bounds). More than the live nodes can place is refused in one line."""
     if autoscaling is not None:
         return None
-    replicas = asked
-    if replicas is None and gpu:
-        replicas = int(ray.cluster_resources().get("GPU", 0))
-        if replicas < 1:
-            raise CamrtError("--engine ray: this backend runs on a GPU and the Ray cluster has none; "
-                             "use a CPU backend or join a cluster with GPUs")
-    replicas = 1 if replicas is None else replicas
-    fit = actors_that_fit(ray.nodes(), REPLICA_CPUS, gpu)
-    if replicas > fit:  # Ray Serve would wait for them forever
-        each = f"{REPLICA_CPUS:g} CPU{' and 1 GPU' if gpu else ''}"
-        raise InputError(f"--replicas {replicas}: the Ray cluster's live nodes hold {fit} replica(s) of {each} "
-                         f"each; ask for at most {fit}")
-    return replicas
+    return placeable(ray, asked, REPLICA_CPUS, gpu, "--replicas", "replica",
+                     "use a CPU backend or join a cluster with GPUs")
 
 
 def deployment(bundle: Path, backend: str, backend_options: dict[str, Any], settings: Any, gpu: bool,
