@@ -36,7 +36,7 @@ setup(
     package_data={"camrt.kernels": ["*.cu", "cuda/*.cu", "cuda/*.cuh"], "camrt": ["py.typed"],
                   "camrt.runtime.report_page": ["*.html", "*.css", "*.js"],
                   "camrt.runtime.serve": ["page/*.html", "page/*.css", "page/*.js"]},
-    install_requires=["numpy>=1.23", "pillow>=9", "tqdm>=4.60"],
+    install_requires=["numpy>=1.23", "pillow>=9", "tqdm>=4.60", "threadpoolctl>=3.1"],
     extras_require={
         "cpu": ["onnxruntime>=1.17"],
         "plots": ["matplotlib>=3.5"],  # camrt evaluate's curve plots

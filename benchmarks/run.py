@@ -70,7 +70,7 @@ class Runner:
     def __init__(self, cache: Path, threads: int, engine_batches: int, log: Log) -> None:
         self.cache, self.threads, self.engine_batches, self.log = cache, threads, engine_batches, log
         self.done: dict[str, tuple[dict, dict[str, np.ndarray]]] = {}
-        self.calibration: dict[str, dict] = {}  # model -> how its bundle got its INT8 graph (calibrate)
+        self.calibration: dict[str, dict] = {}  # 'model engine' -> how its bundle got that INT8 graph (calibrate)
 
     def job(self, spec: ModelSpec, case: Case, row: Row, batch_size: int | None = None) -> dict:
         bundle = bundle_path(spec, self.cache)
@@ -110,16 +110,18 @@ class Runner:
         return result, maps
 
 
-def calibrate(bundle: Path, cache: Path, log: Log) -> dict:
-    """Give ``bundle`` its calibrated INT8 graph (``camrt calibrate`` on the six photos) unless it has one; what was
-    done, for the results. A failure is recorded, and the INT8 rows then fail with the runner's own reason."""
+def calibrate(bundle: Path, engine: str, cache: Path, log: Log) -> dict:
+    """Give ``bundle`` its calibrated INT8 graph for ``engine`` (``camrt calibrate`` on the six photos) unless it
+    has one; what was done, for the results. A failure is recorded, and the INT8 rows then fail with the runner's
+    own reason."""
+    from camrt.runtime.bundle import Bundle
     from examples.photos import photo_paths
 
-    if json.loads((bundle / "manifest.json").read_text()).get("int8"):
+    if (Bundle.load(bundle, verify_hashes=False).manifest.int8 or {}).get(engine):
         return {"status": "already calibrated"}
     photos = photo_paths(cache / "photos")[0].parent
-    command = [sys.executable, "-m", "camrt", "calibrate", str(bundle), str(photos)]
-    log(f"  calibrating {bundle.name} for INT8 on {photos} ...")
+    command = [sys.executable, "-m", "camrt", "calibrate", str(bundle), str(photos), "--engine", engine]
+    log(f"  calibrating {bundle.name} for INT8 on {engine} with {photos} ...")
     started = time.perf_counter()
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     out = {"command": " ".join(["camrt", *command[3:]]), "seconds": time.perf_counter() - started,
@@ -146,8 +148,9 @@ def run_case(runner: Runner, spec: ModelSpec, case: Case, backends: list[str]) -
     """All rows of one case: timings, passes, efficiency, peak RSS, ratios and map differences."""
     rows = rows_for(case, backends)
     jobs = [runner.job(spec, case, row) for row in rows]
-    if any(row.precision == "int8" for row in rows):
-        runner.calibration.setdefault(case.model, calibrate(bundle_path(spec, runner.cache), runner.cache, runner.log))
+    for engine in dict.fromkeys(row.backend for row in rows if row.precision == "int8"):
+        runner.calibration.setdefault(f"{case.model} {engine}",
+                                      calibrate(bundle_path(spec, runner.cache), engine, runner.cache, runner.log))
     merged: list[tuple[dict, dict[str, np.ndarray]]] = [({}, {}) for _ in rows]
     for round_ in range(max(job["repeats"] for job in jobs)):  # round-robin: drift in load hits every row alike
         for i, (row, job) in enumerate(zip(rows, jobs)):

@@ -21,8 +21,9 @@ PEER_CONVENTION = {"grad-cam": "pytorch-grad-cam", "torchcam": "torchcam"}
 PEER_BATCH = {"grad-cam": 16, "torchcam": 32}  # their defaults
 PEER_LABEL = {"grad-cam": "grad-cam 1.5.7", "torchcam": "torchcam 0.5.0"}
 SAMPLED = ("iscam", "sscam")  # N x K passes per image
-# the CPU engine configurations timed beside the peers (issue 13): OpenVINO at each precision, every pass run
-OPENVINO = (("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+# the CPU engine configurations timed beside the peers (issue 13), every pass run: ONNX Runtime's calibrated INT8
+# and OpenVINO at each precision
+ENGINES = (("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,12 @@ class Preset:
 
 
 def _full() -> tuple[Case, ...]:
-    r18 = [Case("resnet18", "scorecam", repeats=3, extra_repeats=1, engines=OPENVINO),
+    r18 = [Case("resnet18", "scorecam", repeats=3, extra_repeats=1, engines=ENGINES),
            Case("resnet18", "iscam", samples=2), Case("resnet18", "sscam", samples=2),
            Case("resnet18", "scorecam++")]
-    lite = [Case("efficientnet_lite0", "scorecam", other_backends=False, engines=OPENVINO),
+    lite = [Case("efficientnet_lite0", "scorecam", other_backends=False, engines=ENGINES),
             Case("efficientnet_lite0", "scorecam++", other_backends=False)]
-    big = [Case(m, "scorecam", saved=False, other_backends=False, engines=OPENVINO if m == "resnet50" else ())
+    big = [Case(m, "scorecam", saved=False, other_backends=False, engines=ENGINES if m == "resnet50" else ())
            for m in ("resnet50", "vgg16")]
     throughput = [Case("resnet18", "scorecam", mode="throughput", images=3, saved=False, other_backends=False)]
     return (*r18, *lite, *big, *throughput)
@@ -110,7 +111,7 @@ def _quick() -> tuple[Case, ...]:
 
 
 def _engines() -> tuple[Case, ...]:
-    return tuple(Case(m, "scorecam", saved=False, other_backends=False, engines=OPENVINO)
+    return tuple(Case(m, "scorecam", saved=False, other_backends=False, engines=ENGINES)
                  for m in ("resnet18", "resnet50", "efficientnet_lite0"))
 
 
@@ -122,8 +123,8 @@ PRESETS = {
                    "repeat), resnet18 throughput on 3 images, and the memory check (~40 min on 2 cores)", _full(),
                    memory_check=True, memory_check_peer=True),
     "engines": Preset("Score-CAM on resnet18, resnet50 and EfficientNet-Lite0, every pass run: camrt on ONNX Runtime "
-                      "and on OpenVINO FP32 / BF16 / INT8 (calibrated first) beside grad-cam and torchcam, one "
-                      "repeat (~25 min on 2 cores)", _engines()),
+                      "FP32 / INT8 and on OpenVINO FP32 / BF16 / INT8 (INT8 calibrated first) beside grad-cam and "
+                      "torchcam, one repeat (~25 min on 2 cores)", _engines()),
 }
 
 

@@ -1,10 +1,10 @@
 """One implementation, one case, in its own process: ``python -m benchmarks.worker job.json``.
 
-Runs the explanation ``repeats`` times (after a one-batch engine warm-up), reads the process's peak RSS
-(VmHWM, /proc/self/status) right after, times the bare engine on pre-built inputs at the same batch size, and
-writes ``result.json`` and the maps (``saliency.npy``, ``native.npy``) into the job's ``out`` folder. A fresh
-process per implementation is what makes the peak RSS that implementation's own: camrt on ONNX Runtime never
-imports torch; the peers do.
+Runs the explanation ``repeats`` times (after a warm-up: one engine batch at the run's batch size and one clean
+forward), reads the process's peak RSS (VmHWM, /proc/self/status) right after, times the bare engine on pre-built
+inputs at the same batch size, and writes ``result.json`` and the maps (``saliency.npy``, ``native.npy``) into the
+job's ``out`` folder. A fresh process per implementation is what makes the peak RSS that implementation's own:
+camrt on ONNX Runtime never imports torch; the peers do.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ def engine_seconds(logits: Logits, image: np.ndarray, passes: int, batch_size: i
     return {"seconds": seconds, "passes_timed": timed * batch_size + tail, "passes": passes}
 
 
+def warm_up(logits: Logits, x: np.ndarray, batch_size: int) -> None:
+    """One engine batch at the run's batch size before the clock starts, for every implementation: engines that
+    compile kernels per input shape (OpenVINO's CPU plugin, oneDNN) pay that once, as a warm server does."""
+    logits(np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0)))
+
+
 def _camrt(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
     import camrt
     from camrt.runtime.bench.configs import engine_options
@@ -82,7 +88,8 @@ def _camrt(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
     explainer = camrt.Explainer(job["bundle"], backend=backend, **options)
     method_options = {"num_samples": job["samples"]} if job.get("samples") else {}
     batch_size = job["batch_size"]
-    explainer.runner.logits(np.repeat(x[:1], min(batch_size, 2), axis=0))  # load lazily-initialised kernels
+    warm_up(explainer.runner.logits, x, batch_size)
+    explainer.runner.head(explainer.runner.features(x))  # the clean pass's shapes too
     rss_before = rss_mb("VmRSS")
 
     def run(**extra: Any) -> Any:
@@ -124,7 +131,8 @@ def _peer(job: dict, x: np.ndarray, targets: np.ndarray) -> dict:
         with torch.no_grad():
             return model(torch.from_numpy(batch))
 
-    logits(np.repeat(x[:1], min(batch_size, 2), axis=0))
+    warm_up(logits, x, batch_size)
+    logits(x)  # the clean pass's shape too
     rss_before = rss_mb("VmRSS")
     if job["impl"] == "grad-cam":
         from pytorch_grad_cam import ScoreCAM

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from camrt._version import __version__
-from camrt.errors import BundleError, missing
+from camrt.errors import BundleError, InputError, missing
 from camrt.runtime.atomic import write_bytes
 from camrt.runtime.bundle_checks import EXTERNAL_SUFFIX, bundle_file, check_manifest
 
@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IMAGE, ACTIVATIONS, LOGITS = "image", "activations", "logits"  # stable tensor names in both graphs
 FEATURES_FILE, HEAD_FILE = "features.onnx", "head.onnx"
-INT8_PREFIX = "int8-"  # camrt calibrate's graphs: int8-<sha256 prefix>.xml / .bin (OpenVINO IR)
+INT8_PREFIX = "int8-"  # camrt calibrate's graphs: int8-<sha256 prefix>.xml/.bin (OpenVINO IR), .onnx (ONNX QDQ)
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Manifest:
     class_names: list[str] | None = None
     engines: dict[str, Any] = field(default_factory=dict)
     random_weights: bool = False  # exported with --random-weights: the maps explain no trained model
-    int8: dict[str, Any] | None = None  # camrt calibrate's INT8 graph: engine, graph, weights, calibration record
+    int8: dict[str, dict[str, Any]] | None = None  # camrt calibrate's INT8 graphs, one record per engine
     camrt_version: str = __version__
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -86,7 +86,7 @@ class Manifest:
                 class_names=data.get("class_names"),
                 engines=dict(data.get("engines") or {}),
                 random_weights=data.get("random_weights") is True,  # absent before it was recorded
-                int8=data.get("int8"),  # absent before camrt calibrate; older camrts ignore it (format 1 still)
+                int8=int8_records(data.get("int8")),  # absent before camrt calibrate; older camrts ignore it
                 camrt_version=str(data.get("camrt_version", "?")),
                 format_version=version,
             )
@@ -100,10 +100,18 @@ class Manifest:
         return manifest
 
 
+def int8_records(value: Any) -> Any:
+    """The manifest's ``int8`` as {engine: record}; a single record (the first camrt calibrate, OpenVINO only)
+    becomes {its engine: it}. Anything else is left for check_int8 to refuse."""
+    if isinstance(value, dict) and isinstance(value.get("engine"), str):
+        return {value["engine"]: value}
+    return value
+
+
 def _referenced(manifest: Manifest, name: str) -> bool:
     """Whether a listed file still belongs to the bundle: anything but a superseded INT8 graph does."""
-    record = manifest.int8 or {}
-    return not name.startswith(INT8_PREFIX) or name in (record.get("graph"), record.get("weights"))
+    used = {record.get(key) for record in (manifest.int8 or {}).values() for key in ("graph", "weights")}
+    return not name.startswith(INT8_PREFIX) or name in used
 
 
 def _triple(value: Any) -> tuple[int, int, int]:
@@ -202,6 +210,15 @@ class Bundle:
     @property
     def head_path(self) -> Path:
         return self.root / HEAD_FILE
+
+    def int8_record(self, engine: str) -> dict[str, Any]:
+        """The INT8 record for ``engine`` (``camrt calibrate``); a one-line error naming the command that makes it."""
+        record = (self.manifest.int8 or {}).get(engine)
+        if not record:
+            flag = "" if engine == "openvino" else f" --engine {engine}"
+            raise InputError(f"--precision int8: {self.root} has no calibrated INT8 graph for {engine}; run "
+                             f"'camrt calibrate {self.root} IMAGES{flag}' first")
+        return record
 
     def class_name(self, index: int) -> str | None:
         names = self.manifest.class_names

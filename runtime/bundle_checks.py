@@ -29,7 +29,7 @@ class Manifest(Protocol):
     preprocessing: Any
     class_names: list[str] | None
     files: dict[str, str]
-    int8: dict[str, Any] | None
+    int8: dict[str, dict[str, Any]] | None
 
 
 def check_manifest(manifest: Manifest, where: str) -> None:
@@ -62,15 +62,23 @@ def check_manifest(manifest: Manifest, where: str) -> None:
     check_int8(manifest.int8, manifest.files, where)
 
 
-def check_int8(record: Any, files: dict[str, str], where: str) -> None:
-    """The INT8 record (``camrt calibrate``): None, or an OpenVINO graph and weights, both listed (so hashed)."""
-    if record is None:
+INT8_ENGINES = {"openvino": ("graph", "weights"), "onnxruntime": ("graph",)}  # the files each engine's record names
+
+
+def check_int8(records: Any, files: dict[str, str], where: str) -> None:
+    """The INT8 records (``camrt calibrate``): None, or {engine: record} for the engines in INT8_ENGINES, each
+    naming files listed in ``files`` (so hashed): an OpenVINO graph and weights, an ONNX Runtime QDQ graph."""
+    if records is None:
         return
-    if not isinstance(record, dict) or record.get("engine") != "openvino":
-        raise BundleError(f"{where}: int8 must be a record of an OpenVINO graph (engine 'openvino')")
-    for key in ("graph", "weights"):
-        if not isinstance(record.get(key), str) or record[key] not in files:
-            raise BundleError(f"{where}: int8.{key} must name a file listed in files, got {record.get(key)!r}")
+    if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
+        raise BundleError(f"{where}: int8 must map an engine ({', '.join(INT8_ENGINES)}) to its record")
+    for engine, record in records.items():
+        if engine not in INT8_ENGINES or record.get("engine") != engine:
+            raise BundleError(f"{where}: int8.{engine}: not an INT8 record of {', '.join(INT8_ENGINES)}")
+        for key in INT8_ENGINES[engine]:
+            if not isinstance(record.get(key), str) or record[key] not in files:
+                raise BundleError(f"{where}: int8.{engine}.{key} must name a file listed in files, "
+                                  f"got {record.get(key)!r}")
 
 
 def _bounded(where: str, field: str, values: Sequence[Any], most: int) -> None:

@@ -1,16 +1,16 @@
-"""Calibrated INT8 for the OpenVINO backend: NNCF quantizes the whole model on what the engine will see.
+"""Calibrated INT8: an engine's quantizer (runtime/quantizers/: NNCF for OpenVINO, static QDQ for ONNX Runtime)
+quantizes the whole model on what the engine will see.
 
 The calibration set is the calibration images' masked inputs (the method's own mask op, kernels/masks.py, on
-channels drawn at random from each image's non-constant ones) beside the clean images, made one at a time as NNCF
-asks for them, so memory is bounded by one image's activations. The INT8 graph (OpenVINO IR) goes into the bundle
-under a content-addressed name with its SHA-256, and the manifest's ``int8`` records how it was calibrated.
+channels drawn at random from each image's non-constant ones) beside the clean images, made one at a time as the
+quantizer asks for them, so memory is bounded by one image's activations. The INT8 graph goes into the bundle
+under a content-addressed name with its SHA-256, and the manifest's ``int8`` records, per engine, how it was
+calibrated; calibrating for one engine keeps the other's graph.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,17 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from camrt.errors import CamrtError, InputError
+from camrt.errors import InputError
 from camrt.kernels.masks import masked_inputs
-from camrt.runtime.backends.base import require
-from camrt.runtime.backends.openvino import OpenvinoRunner, import_openvino, read_onnx, reason, whole_model
-from camrt.runtime.bundle import FEATURES_FILE, HEAD_FILE, INT8_PREFIX, Bundle
+from camrt.runtime.backends import close_runner, make_runner
+from camrt.runtime.bundle import Bundle
 from camrt.runtime.methods import METHODS, get_convention
 from camrt.runtime.preprocess import load_images
+from camrt.runtime.quantizers import ENGINES, quantizer
 
 MIXES = ("masked", "mixed", "clean")
 IGNORE = ("none", "first-conv", "head", "first-conv+head")
-PRESETS = ("performance", "mixed")
+PRESETS = ("performance", "mixed")  # NNCF's (engine openvino); onnxruntime has one recipe
+DEFAULT_ENGINE = "openvino"
 DEFAULT_SAMPLES = 300  # NNCF's own default subset size
 DEFAULT_MIX = "masked"  # closest to FP32 maps on EfficientNet-Lite0 (benchmarks/bench_calibration.py); the clean
 # pass runs at FP32 (runtime/backends/openvino.py), so the INT8 graph sees only masked and perturbed inputs
@@ -38,7 +39,6 @@ DEFAULT_PRESET = "performance"
 CLEAN_SHARE = 0.25  # mixed: at most this share of the samples are clean images, the rest masked inputs
 # the methods whose passes are masked images (the head-only methods perturb activations, which INT8 never sees)
 MASK_METHODS = tuple(m for m, table in METHODS.items() if not any(getattr(c, "head", None) for c in table().values()))
-NNCF_MISSING = "camrt calibrate needs nncf (and openvino): pip install camrt[openvino]"
 
 
 @dataclass(frozen=True)
@@ -95,30 +95,18 @@ class CalibrationSet:
                                 self.buffer).copy()
 
 
-def ignored_names(features: Any, head: Any, ignore: str) -> list[str]:
-    """The friendly names of the ops NNCF must leave in floating point: the first convolution, the head's ops."""
-    names: list[str] = []
-    if "first-conv" in ignore:
-        names += [op.get_friendly_name() for op in features.get_ordered_ops()
-                  if op.get_type_name() == "Convolution"][:1]
-    if "head" in ignore:
-        names += [op.get_friendly_name() for op in head.get_ordered_ops()
-                  if op.get_type_name() in ("MatMul", "Convolution", "GroupConvolution")]
-    return names
-
-
 def calibrate(bundle: str | Path | Bundle, images: Any, samples: int = DEFAULT_SAMPLES,
               mix: str = DEFAULT_MIX, ignore: str = DEFAULT_IGNORE, preset: str = DEFAULT_PRESET,
-              method: str = "scorecam", convention: str = "paper", seed: int = 0,
+              method: str = "scorecam", convention: str = "paper", seed: int = 0, engine: str = DEFAULT_ENGINE,
               log: Callable[[str], None] | None = None) -> Bundle:
-    """Quantize ``bundle``'s whole model to INT8 with NNCF, calibrated on ``images`` (paths or PIL images, or
-    (N, 3, H, W) preprocessed as the bundle says, ``camrt.load_images``) and their masked inputs; write it into the
-    bundle and return the bundle as reloaded. ``samples``: calibration inputs; ``mix``: mixed, masked or clean;
-    ``ignore``: none, first-conv, head or first-conv+head; ``preset``: NNCF's performance (symmetric) or mixed."""
+    """Quantize ``bundle``'s whole model to INT8 for ``engine`` (openvino: NNCF; onnxruntime: static QDQ),
+    calibrated on ``images`` (paths or PIL images, or (N, 3, H, W) preprocessed as the bundle says,
+    ``camrt.load_images``) and their masked inputs; write it into the bundle and return the bundle as reloaded.
+    ``samples``: calibration inputs; ``mix``: mixed, masked or clean; ``ignore``: none, first-conv, head or
+    first-conv+head; ``preset``: NNCF's performance (symmetric) or mixed."""
     recipe = Recipe(samples, mix, ignore, preset, method, convention, seed)
     recipe.check()
-    nncf = require("nncf", NNCF_MISSING)
-    ov = import_openvino()
+    tool = quantizer(engine)
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     x = np.asarray(images if isinstance(images, np.ndarray) else load_images(images, bundle), dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != tuple(bundle.manifest.input_shape) or not x.shape[0]:
@@ -127,41 +115,26 @@ def calibrate(bundle: str | Path | Bundle, images: Any, samples: int = DEFAULT_S
     if not np.isfinite(x).all():
         raise InputError("images: contain NaN or infinite values")
     started = time.perf_counter()
-    with OpenvinoRunner(bundle, precision="fp32") as fp32:
+    fp32 = make_runner(engine, bundle)  # the engine's own FP32 activations and classes
+    try:
         activations = np.concatenate([fp32.features(x[i : i + 16]) for i in range(0, x.shape[0], 16)])
         clean_logits = np.concatenate([fp32.head(activations[i : i + 16]) for i in range(0, x.shape[0], 16)])
+    finally:
+        close_runner(fp32)
     data = CalibrationSet(x, activations, recipe)
-    core = ov.Core()
-    features, head = read_onnx(ov, core, bundle, FEATURES_FILE), read_onnx(ov, core, bundle, HEAD_FILE)
-    ignored = ignored_names(features, head, ignore)
-    model = whole_model(ov, features, head)
     if log:
-        log(f"calibrating on {len(data.clean)} clean images and {len(data.jobs)} masked inputs")
-    try:
-        quantized = nncf.quantize(
-            model, nncf.Dataset(data), subset_size=len(data),
-            preset=getattr(nncf.QuantizationPreset, preset.upper()),
-            ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None,
-        )
-    except Exception as exc:  # NNCF raises its own and OpenVINO's types
-        raise CamrtError(f"{bundle.root}: NNCF cannot quantize it ({reason(exc)})") from None
-    with tempfile.TemporaryDirectory(prefix="camrt-int8-") as folder:
-        ov.save_model(quantized, str(Path(folder) / "int8.xml"), compress_to_fp16=False)
-        xml, weights = (Path(folder) / "int8.xml").read_bytes(), (Path(folder) / "int8.bin").read_bytes()
-    compiled = core.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    int8_logits = np.concatenate([compiled(x[i : i + 16])[0] for i in range(0, x.shape[0], 16)])
-    stem = INT8_PREFIX + hashlib.sha256(xml + weights).hexdigest()[:16]
-    graph, weights_name = f"{stem}.xml", f"{stem}.bin"
-    record: dict[str, Any] = {
-        "engine": "openvino", "graph": graph, "weights": weights_name,
-        "calibration": {
-            "images": int(x.shape[0]), "samples": len(data), "clean": len(data.clean), "masked": len(data.jobs),
-            "mix": mix, "mask": f"{method}:{convention}", "ignore": ignore, "ignored_scope": ignored,
-            "preset": preset, "seed": seed, "nncf": nncf.__version__, "openvino": ov.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(time.perf_counter() - started, 1),
-            "top1_agreement": float(np.mean(np.argmax(int8_logits, 1) == np.argmax(clean_logits, 1))),
-        },
-    }
-    bundle.add_files({graph: xml, weights_name: weights}, int8=record)
+        log(f"calibrating for {engine} on {len(data.clean)} clean images and {len(data.jobs)} masked inputs")
+    made = tool.quantize(bundle, data, recipe)
+    int8_logits = np.concatenate([made.logits(x[i : i + 16]) for i in range(0, x.shape[0], 16)])
+    record: dict[str, Any] = {**made.record, "calibration": {
+        "images": int(x.shape[0]), "samples": len(data), "clean": len(data.clean), "masked": len(data.jobs),
+        "mix": mix, "mask": f"{method}:{convention}", "ignore": ignore, "seed": seed, **made.facts,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "top1_agreement": float(np.mean(np.argmax(int8_logits, 1) == np.argmax(clean_logits, 1))),
+    }}
+    bundle.add_files(made.files, int8={**(bundle.manifest.int8 or {}), engine: record})
     return Bundle.load(bundle.root)
+
+
+__all__ = ["DEFAULT_ENGINE", "ENGINES", "CalibrationSet", "Recipe", "calibrate"]

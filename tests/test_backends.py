@@ -28,7 +28,7 @@ from camrt.runtime.bundle import Bundle
 
 from tiny import SIZE
 
-OFFERS = "(fp16: openvino, tensorrt, onnxruntime-tensorrt, torch; bf16: openvino, torch; int8: openvino)"
+OFFERS = "(fp16: openvino, tensorrt, onnxruntime-tensorrt, torch; bf16: openvino, torch; int8: openvino, onnxruntime)"
 
 
 def _images(n: int = 2) -> np.ndarray:
@@ -42,7 +42,7 @@ def test_registry_lists_each_backend_once_with_its_properties():
     table = {name: (b.gpu_only, b.default_device, b.devices, tuple(b.precisions), b.threads)
              for name, b in BACKENDS.items()}
     assert table == {
-        "onnxruntime": (False, "cpu", ("cpu", "cuda"), ("fp32",), "intra_op_threads"),
+        "onnxruntime": (False, "cpu", ("cpu", "cuda"), ("fp32", "int8"), "intra_op_threads"),
         "torch": (False, "cpu", ("cpu", "cuda"), ("fp32", "fp16", "bf16"), "threads"),
         "onnxruntime-cuda": (True, "cuda", ("cuda",), ("fp32",), None),
         "onnxruntime-tensorrt": (True, "cuda", ("cuda",), ("fp32", "fp16"), None),

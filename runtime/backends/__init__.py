@@ -53,7 +53,9 @@ _ORT_CUDA = "camrt.runtime.backends.onnxruntime_cuda:OrtCudaRunner.create"
 _OPENVINO = ("fp32", "bf16", "fp16", "int8")
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
-    Backend("onnxruntime", "camrt.runtime.backends.onnxruntime:OnnxrtRunner.create", threads="intra_op_threads"),
+    Backend("onnxruntime", "camrt.runtime.backends.onnxruntime:OnnxrtRunner.create",
+            precisions={"fp32": {}, "int8": {"precision": "int8"}}, threads="intra_op_threads",
+            cpu_precisions=("fp32", "int8")),
     Backend("torch", "camrt.runtime.backends.torch:TorchRunner.from_bundle", threads="threads",
             precisions={"fp32": {}, "fp16": {"precision": "fp16"}, "bf16": {"precision": "bf16"}}),
     Backend("onnxruntime-cuda", _ORT_CUDA, _GPU, defaults={"provider": "cuda"}),
@@ -68,9 +70,13 @@ BACKEND_NAMES = tuple(BACKENDS)
 GPU_BACKENDS = tuple(name for name, backend in BACKENDS.items() if backend.gpu_only)
 
 
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")  # widest first: how choices and messages list them
+
+
 def precisions() -> tuple[str, ...]:
-    """Every precision some backend accepts, the default first (the --precision choices)."""
-    return tuple(dict.fromkeys(p for backend in BACKENDS.values() for p in backend.precisions))
+    """Every precision some backend accepts, the default first, widest to narrowest (the --precision choices)."""
+    offered = dict.fromkeys(p for backend in BACKENDS.values() for p in backend.precisions)
+    return tuple(sorted(offered, key=lambda p: PRECISION_ORDER.index(p) if p in PRECISION_ORDER else len(offered)))
 
 
 def get_backend(name: str) -> Backend:

@@ -75,10 +75,7 @@ def read_onnx(ov: Any, core: Any, bundle: Bundle, name: str) -> Any:
 def read_int8(ov: Any, core: Any, bundle: Bundle) -> Any:
     """The bundle's calibrated INT8 whole model (OpenVINO IR), from verified bytes; a one-line error naming
     ``camrt calibrate`` when it has none."""
-    record = bundle.manifest.int8
-    if not record:
-        raise InputError(f"--precision int8: {bundle.root} has no calibrated INT8 graph; run "
-                         f"'camrt calibrate {bundle.root} IMAGES' first")
+    record = bundle.int8_record("openvino")
     xml, weights = bundle.read_verified(record["graph"]), bundle.read_verified(record["weights"])
     try:
         return core.read_model(xml.decode("utf-8"), ov.Tensor(np.frombuffer(weights, np.uint8).copy()))

@@ -18,6 +18,7 @@ import numpy as np
 from camrt.kernels.masks import add_range_scaled_noise, masked_inputs
 from camrt.runtime.backends.base import Runner
 from camrt.runtime.combine import combine
+from camrt.runtime.engine.host_threads import one_blas_thread
 from camrt.runtime.engine.noise import draw, noise_buffer
 from camrt.runtime.engine.scoring import finite_rows, score_rows
 from camrt.runtime.methods.base import Convention
@@ -95,13 +96,14 @@ class HostScorer(Slots):
     def run(self, bi: np.ndarray, ki: np.ndarray, si: np.ndarray, noise: NoiseSource | None) -> None:
         conv = self.conv
         drawn = None if self.noise is None else draw(noise, conv, bi, ki, si, self.noise)
-        view = masked_inputs(
-            self.activations, self.x, bi, ki, conv.mask, self.buffer,
-            scale=None if self.coefficients is None else self.coefficients[si],
-            mask_noise=drawn if conv.noise == "mask" else None, mask_buffer=self.mask_buffer,
-        )
-        if conv.noise == "input-range" and drawn is not None:
-            add_range_scaled_noise(view, drawn, conv.noise_std)
+        with one_blas_thread():
+            view = masked_inputs(
+                self.activations, self.x, bi, ki, conv.mask, self.buffer,
+                scale=None if self.coefficients is None else self.coefficients[si],
+                mask_noise=drawn if conv.noise == "mask" else None, mask_buffer=self.mask_buffer,
+            )
+            if conv.noise == "input-range" and drawn is not None:
+                add_range_scaled_noise(view, drawn, conv.noise_std)
         out = np.asarray(self.runner.logits(view))
         finite = finite_rows(out)
         self.bad[bi[~finite]] = 1

@@ -33,6 +33,7 @@ from camrt.runtime.engine.device_head_scorer import DeviceHeadScorer, is_device_
 from camrt.runtime.engine.device_scorer import DeviceScorer
 from camrt.runtime.engine.finish import channel_weights
 from camrt.runtime.engine.head_scorer import HeadScorer
+from camrt.runtime.engine.host_threads import one_blas_thread
 from camrt.runtime.engine.scorer import HostScorer, Scorer
 from camrt.runtime.engine.scoring import finite_rows, non_finite, score_rows, softmax
 from camrt.runtime.methods.base import Convention
@@ -300,7 +301,8 @@ class Window:
                 return
         else:
             weights = channel_weights(self.conv, state.rep, sums)
-        saliency, native = self.scorer.combine(slot, weights)
+        with one_blas_thread():
+            saliency, native = self.scorer.combine(slot, weights)
         if self.conv.head is not None and self.conv.head.op == "keep":  # its position scores are the map, not weights
             weights = np.zeros(self.k)
         run = int((state.rep == np.arange(self.jobs)).sum()) * samples + state.extra_passes
