@@ -20,6 +20,7 @@ PACKAGES = {
     "camrt.runtime.report_page": "runtime/report_page",
     "camrt.runtime.bench": "runtime/bench",
     "camrt.runtime.serve": "runtime/serve",
+    "camrt.runtime.quantizers": "runtime/quantizers",
     "camrt.kernels": "kernels",
 }
 
