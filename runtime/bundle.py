@@ -15,6 +15,7 @@ from camrt._version import __version__
 from camrt.errors import BundleError, InputError, missing
 from camrt.runtime.atomic import write_bytes
 from camrt.runtime.bundle_checks import EXTERNAL_SUFFIX, bundle_file, check_manifest
+from camrt.runtime.quantizers import QUANTIZERS
 
 FORMAT = "camrt-bundle"
 FORMAT_VERSION = 1
@@ -110,7 +111,8 @@ def int8_records(value: Any) -> Any:
 
 def _referenced(manifest: Manifest, name: str) -> bool:
     """Whether a listed file still belongs to the bundle: anything but a superseded INT8 graph does."""
-    used = {record.get(key) for record in (manifest.int8 or {}).values() for key in ("graph", "weights")}
+    used = {record.get(key) for engine, record in (manifest.int8 or {}).items()
+            for key in (QUANTIZERS[engine].files if engine in QUANTIZERS else ())}
     return not name.startswith(INT8_PREFIX) or name in used
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from camrt.errors import BundleError
+from camrt.runtime.quantizers import QUANTIZERS
 
 MAX_SIDE = 8192  # largest model input side (pixels) a manifest may declare
 MAX_CHANNELS = 65536  # largest activation channel count K
@@ -62,20 +63,17 @@ def check_manifest(manifest: Manifest, where: str) -> None:
     check_int8(manifest.int8, manifest.files, where)
 
 
-INT8_ENGINES = {"openvino": ("graph", "weights"), "onnxruntime": ("graph",)}  # the files each engine's record names
-
-
 def check_int8(records: Any, files: dict[str, str], where: str) -> None:
-    """The INT8 records (``camrt calibrate``): None, or {engine: record} for the engines in INT8_ENGINES, each
+    """The INT8 records (``camrt calibrate``): None, or {engine: record} for the engines in QUANTIZERS, each
     naming files listed in ``files`` (so hashed): an OpenVINO graph and weights, an ONNX Runtime QDQ graph."""
     if records is None:
         return
     if not isinstance(records, dict) or not all(isinstance(r, dict) for r in records.values()):
-        raise BundleError(f"{where}: int8 must map an engine ({', '.join(INT8_ENGINES)}) to its record")
+        raise BundleError(f"{where}: int8 must map an engine ({', '.join(QUANTIZERS)}) to its record")
     for engine, record in records.items():
-        if engine not in INT8_ENGINES or record.get("engine") != engine:
-            raise BundleError(f"{where}: int8.{engine}: not an INT8 record of {', '.join(INT8_ENGINES)}")
-        for key in INT8_ENGINES[engine]:
+        if engine not in QUANTIZERS or record.get("engine") != engine:
+            raise BundleError(f"{where}: int8.{engine}: not an INT8 record of {', '.join(QUANTIZERS)}")
+        for key in QUANTIZERS[engine].files:
             if not isinstance(record.get(key), str) or record[key] not in files:
                 raise BundleError(f"{where}: int8.{engine}.{key} must name a file listed in files, "
                                   f"got {record.get(key)!r}")

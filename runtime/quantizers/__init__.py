@@ -1,7 +1,8 @@
 """INT8 quantizers, one module per engine: each turns a bundle's whole model and a calibration set
 (runtime/calibrate.py) into the INT8 graph that engine runs, the files to add to the bundle and their record.
 
-A new engine is one module with ``MISSING``, ``available()`` and ``quantize()`` plus one line in QUANTIZERS.
+A new engine is one module with ``MISSING``, ``available()`` and ``quantize()`` plus one line in QUANTIZERS, which
+also names the record keys that hold its files (what runtime/bundle_checks.py checks are listed and hashed).
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ import numpy as np
 
 from camrt.errors import InputError
 
-QUANTIZERS = {  # engine (the backend that runs the graph) -> module
-    "openvino": "camrt.runtime.quantizers.openvino",  # NNCF post-training quantization, OpenVINO IR
-    "onnxruntime": "camrt.runtime.quantizers.onnxruntime",  # ONNX Runtime static QDQ (U8S8), an ONNX graph
+
+@dataclass(frozen=True)
+class Quantizer:
+    """An engine's quantizer: its module, and the keys of its manifest record that name the bundle files."""
+
+    module: str
+    files: tuple[str, ...]
+
+
+QUANTIZERS = {  # engine (the backend that runs the graph) -> its quantizer
+    "openvino": Quantizer("camrt.runtime.quantizers.openvino", ("graph", "weights")),  # NNCF, OpenVINO IR
+    "onnxruntime": Quantizer("camrt.runtime.quantizers.onnxruntime", ("graph",)),  # static QDQ (U8S8), ONNX
 }
 ENGINES = tuple(QUANTIZERS)
 
@@ -38,6 +48,6 @@ def quantizer(engine: str) -> Any:
     """The quantizer module of ``engine``, its packages checked (one-line errors naming what to install)."""
     if engine not in QUANTIZERS:
         raise InputError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
-    module = importlib.import_module(QUANTIZERS[engine])
+    module = importlib.import_module(QUANTIZERS[engine].module)
     module.available()
     return module
