@@ -184,7 +184,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cpu, cuda or cuda:N (default: cpu; cuda for the GPU-only backends)")
     parser.add_argument("--precision", choices=precisions(), default="fp32",
                         help="engine precision (default: fp32): fp16 on the GPU backends, bf16 on torch's GPU, "
-                             "bf16/fp16/int8 on --backend openvino (CPU; int8 after camrt calibrate)")
+                             "bf16/fp16/int8 on --backend openvino (CPU), int8 on onnxruntime (CPU); int8 after "
+                             "camrt calibrate [--engine onnxruntime]")
     parser.add_argument("--threads", type=positive_int, default=None, metavar="T", help="CPU threads of the backend")
     parser.add_argument("--trust-bundle", action="store_true",
                         help="--backend torch: load the bundle's torch.export programs, whose pickles can run code; "
