@@ -120,7 +120,9 @@ def explain_dataset(
     fresh = not Path(out).exists()
     try:
         with locked(out) as folder, sigterm_as_interrupt():
-            config = run_config(bundle_root, spec.config())
+            runner = explainer.runner if explainer is not None else None
+            config = run_config(bundle_root, spec.config(), getattr(runner, "name", backend),
+                                getattr(runner, "precision", (backend_options or {}).get("precision")))
             folder = open_run(folder, config, resume, results=(INDEX, f"{SHARDS}/shard-*"), command=COMMAND,
                               extra={**facts, **_report_facts(explainer, bundle_root)})
             entries = index_listing(folder, keyed, facts, allow_new)

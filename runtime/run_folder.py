@@ -21,7 +21,7 @@ from typing import Any
 from camrt._version import __version__
 from camrt.errors import InputError
 from camrt.runtime.atomic import write_text
-from camrt.runtime.bundle import Bundle
+from camrt.runtime.bundle import INT8_PREFIX, Bundle
 from camrt.runtime.records import RECORD_VERSION
 
 RUN = "run.json"
@@ -96,14 +96,27 @@ def open_output(out: str | Path, command: str) -> Path:
 
 
 def bundle_hash(bundle: Bundle | str | Path) -> str:
-    """SHA-256 over the bundle's file hashes (its manifest's ``files``): the same for a copy of the same bundle."""
+    """SHA-256 over the bundle's file hashes (its manifest's ``files``), its INT8 graphs left out: the same for a copy
+    of the same bundle, and unchanged by ``camrt calibrate``, which changes no result of a run at another
+    precision (a run at INT8 pins its own graph: :func:`run_config`)."""
     loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
-    return hashlib.sha256(json.dumps(loaded.manifest.files, sort_keys=True).encode()).hexdigest()
+    files = {name: digest for name, digest in loaded.manifest.files.items() if not name.startswith(INT8_PREFIX)}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def run_config(bundle: Bundle | str | Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs' results comparable: the bundle hash, then the settings."""
-    return {"bundle_sha256": bundle_hash(bundle), **settings}
+def run_config(bundle: Bundle | str | Path, settings: dict[str, Any], engine: str | None = None,
+               precision: str | None = None) -> dict[str, Any]:
+    """What makes two runs' results comparable: the bundle hash, then the settings; below FP32 the precision too,
+    and at INT8 the SHA-256 of the graph ``engine`` runs (so a resumed run never mixes two calibrations)."""
+    loaded = bundle if isinstance(bundle, Bundle) else Bundle.load(Path(bundle))
+    config: dict[str, Any] = {"bundle_sha256": bundle_hash(loaded), **settings}
+    if precision and precision != "fp32":
+        config["precision"] = precision
+    if precision == "int8" and engine is not None:
+        record = loaded.int8_record(engine)
+        config["int8_sha256"] = {record[key]: loaded.manifest.files[record[key]] for key in ("graph", "weights")
+                                 if key in record}
+    return config
 
 
 def open_run(out: str | Path, config: dict[str, Any], resume: bool, results: Sequence[str] = (),

@@ -155,3 +155,31 @@ def test_cli_calibrates_for_onnxruntime_then_explains_at_int8(tiny_bundle, tmp_p
     assert "INT8 graph for onnxruntime written, calibrated on 3 image(s)" in out and ".bin" not in out
     assert main(["explain", str(bundle), str(photos / "p0.png"), "--precision", "int8", "--out",
                  str(tmp_path / "maps")]) == 0
+
+
+def test_a_run_resumes_after_calibrating_and_an_int8_run_is_pinned_to_its_graph(tiny_bundle, tmp_path):
+    """camrt calibrate changes no FP32 result, so an FP32 run resumes over it; a run at INT8 records its graph's
+    SHA-256 and precision, so it never resumes over another calibration or precision."""
+    from camrt.runtime.explain_dataset import explain_dataset
+
+    bundle = _copy(tiny_bundle, tmp_path / "bundle")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    x = np.random.default_rng(1).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    run = {"backend_options": {"intra_op_threads": 1}, "progress": False}
+    explain_dataset(bundle, photos, tmp_path / "fp32", **run)
+    calibrate(bundle, x, samples=8, engine="onnxruntime")
+    explain_dataset(bundle, photos, tmp_path / "fp32", resume=True, **run)  # calibrating changed no FP32 result
+    int8 = {**run, "backend_options": {"intra_op_threads": 1, "precision": "int8"}}
+    with pytest.raises(InputError, match=r"other settings \(precision, int8_sha256\)"):
+        explain_dataset(bundle, photos, tmp_path / "fp32", resume=True, **int8)
+    explain_dataset(bundle, photos, tmp_path / "int8", **int8)
+    written = json.loads((tmp_path / "int8" / "run.json").read_text())
+    graph = Bundle.load(bundle).manifest.int8["onnxruntime"]["graph"]
+    assert written["precision"] == "int8" and list(written["int8_sha256"]) == [graph]
+    calibrate(bundle, x, samples=6, engine="onnxruntime")  # another calibration: another graph
+    with pytest.raises(InputError, match=r"other settings \(int8_sha256\)"):
+        explain_dataset(bundle, photos, tmp_path / "int8", resume=True, **int8)

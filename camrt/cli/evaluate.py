@@ -82,7 +82,7 @@ def _evaluate_all(out: Path, keyed: list[tuple[str, Any]], facts: dict[str, Any]
     config = _config(args, specs, evaluator.metrics.variants)
     causal = [v.name for v in evaluator.metrics.variants.get("causal", [])]
     facts = {**facts, **report_facts(explainer.bundle.manifest.preprocessing, causal, args.step)}
-    done = _load_done(out, explainer.bundle, config, args.resume, facts)
+    done = _load_done(out, explainer, config, args.resume, facts)
     entries = index_listing(out, keyed, facts, args.allow_new)
     with progress_bar(len(entries), args.quiet) as bar:
         for index, key, item in entries:
@@ -163,14 +163,16 @@ def _config(args: argparse.Namespace, specs: list[Any], variants: dict[str, list
     }
 
 
-def _load_done(out: Path, bundle: Any, config: dict[str, Any], resume: bool,
+def _load_done(out: Path, explainer: Any, config: dict[str, Any], resume: bool,
                facts: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Open --out as a run folder (``run_folder.open_run``, the listing's ``facts`` recorded); the records already in
     it (with --resume), keyed by their ``key``. A line torn by a crash is dropped, so that image is done again."""
     from camrt.runtime.atomic import write_bytes
     from camrt.runtime.run_folder import open_run, run_config
 
-    open_run(out, run_config(bundle, config), resume, results=(RECORDS,), command=NAME, extra=facts)
+    runner = explainer.runner  # its engine and precision: a run below FP32 is pinned to them (run_folder.run_config)
+    config = run_config(explainer.bundle, config, getattr(runner, "name", None), getattr(runner, "precision", None))
+    open_run(out, config, resume, results=(RECORDS,), command=NAME, extra=facts)
     records_path = out / RECORDS
     done: dict[str, dict[str, Any]] = {}
     if not records_path.exists():
