@@ -31,6 +31,15 @@ def _copy(bundle: Path, to: Path) -> Path:
     return to
 
 
+def _photos(folder: Path, n: int) -> Path:
+    """``n`` random RGB photos p0.png ... in ``folder``."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
 def _fresh_images(n: int) -> tuple[np.ndarray, int]:
     seed = int.from_bytes(os.urandom(4), "little")
     return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32), seed
@@ -145,11 +154,7 @@ def test_cli_calibrates_for_onnxruntime_then_explains_at_int8(tiny_bundle, tmp_p
     from camrt.cli import main
 
     bundle = _copy(tiny_bundle, tmp_path / "bundle")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    photos = _photos(tmp_path / "photos", 3)
     assert main(["calibrate", str(bundle), str(photos), "--engine", "onnxruntime", "--samples", "8"]) == 0
     out = capsys.readouterr().out
     assert "INT8 graph for onnxruntime written, calibrated on 3 image(s)" in out and ".bin" not in out
@@ -163,11 +168,7 @@ def test_a_run_resumes_after_calibrating_and_an_int8_run_is_pinned_to_its_graph(
     from camrt.runtime.explain_dataset import explain_dataset
 
     bundle = _copy(tiny_bundle, tmp_path / "bundle")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+    photos = _photos(tmp_path / "photos", 2)
     x = np.random.default_rng(1).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
     run = {"backend_options": {"intra_op_threads": 1}, "progress": False}
     explain_dataset(bundle, photos, tmp_path / "fp32", **run)
