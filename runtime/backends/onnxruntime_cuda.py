@@ -100,6 +100,7 @@ class OrtCudaRunner(EngineBuffers):
         self.cupy = import_cupy()
         self.cupy.cuda.Device(device_id).use()
         self.name = "onnxruntime-cuda" if provider == "cuda" else "onnxruntime-tensorrt"
+        self.precision = "fp16" if fp16 else "fp32"  # what a run below FP32 records (run_folder.run_config)
         self.device_id = device_id
         self.stream = self.cupy.cuda.Stream(non_blocking=True)
         self.kernels: CudaKernels = cuda_kernels(self.stream, device_id)

@@ -37,6 +37,7 @@ class TrtRunner(EngineBuffers):
         trt_mod = import_tensorrt()
         self.cupy = import_cupy()
         self.device_id = device_id
+        self.precision = precision  # what a run below FP32 records (run_folder.run_config)
         self.device = self.cupy.cuda.Device(device_id)
         self.device.use()
         gpu = gpu_name(device_id)

@@ -116,6 +116,7 @@ class TorchCudaRunner(TorchRunner):
         super().__init__(features, head, device=device, threads=threads)
         self.cupy = import_cupy()
         dtype_name = AUTOCAST[precision]
+        self.precision = precision  # what a run below FP32 records (run_folder.run_config)
         self.autocast = getattr(torch, dtype_name) if dtype_name else None
         if self.autocast is None:  # FP32 means FP32: no TF32 convolutions or matmuls (exact to ~1e-5)
             torch.backends.cudnn.allow_tf32 = False
