@@ -256,3 +256,15 @@ def openvino_xai_reciprocam(features, head, x, class_idx):
     min_values = saliency_maps.min(dim=-1, keepdim=True).values
     saliency_maps = (255 * (saliency_maps - min_values) / (max_values - min_values + 1e-12)).to(torch.uint8)
     return saliency_maps.reshape([batch_size, num_classes, h, w])[0, int(class_idx)].numpy().astype(np.float32) / 255
+
+
+def gradcam_run(cam, x: np.ndarray, targets) -> tuple[np.ndarray, np.ndarray]:
+    """(channel weights (B, K), maps (B, H, W)) of a pytorch-grad-cam ``cam`` on ``x`` for ``targets``: its own
+    call, with ``get_cam_weights`` wrapped to keep what it returns."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    captured = []
+    original = cam.get_cam_weights
+    cam.get_cam_weights = lambda *a, **k: captured.append(original(*a, **k)) or captured[-1]
+    maps = cam(input_tensor=torch.from_numpy(x), targets=[ClassifierOutputTarget(int(t)) for t in targets])
+    return captured[0], maps

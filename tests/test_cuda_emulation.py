@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import get_convention, list_conventions
 from camrt.runtime.plan import plan_jobs
 
-from tiny import SIZE, images
+from emulated_device import EmulatedDeviceRunner
+from tiny import images
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = 16  # threads per emulated block: small, since each is a std::thread
@@ -258,34 +258,6 @@ def test_scores_accumulate_per_image_and_non_finite_rows_flag_their_image(emu):
     assert bad.tolist() == [0, 0, 1]
 
 
-class _EmulatedDeviceRunner:
-    """A device runner whose 'device' is the host: ONNX Runtime on the buffer the emulated kernels write."""
-
-    name = "emulated-device"
-
-    def __init__(self, runner, kernels):
-        self.inner, self.kernels, self._buffer = runner, kernels, None
-
-    def features(self, x):
-        return self.inner.features(x)
-
-    def head(self, a):
-        return self.inner.head(a)
-
-    def logits(self, x):
-        return self.inner.logits(x)
-
-    def input_buffer(self, rows):
-        self._buffer = np.full((rows, 3, SIZE, SIZE), np.nan, np.float32)
-        return self._buffer
-
-    def run_logits(self, n):
-        return self.inner.logits(self._buffer[:n])
-
-    def stream_context(self):
-        return nullcontext()
-
-
 @pytest.mark.parametrize("method,convention", [
     ("scorecam", "paper"), ("scorecam", "pytorch-grad-cam"), ("scorecam", "torchcam"), ("sscam", "paper"),
     ("sscam", "torchcam"), ("iscam", "paper"), ("iscam", "torchcam"), ("scorecam++", "paper"),
@@ -293,7 +265,7 @@ class _EmulatedDeviceRunner:
 def test_device_scorer_matches_the_host_scorer(emu, tiny_bundle, method, convention):
     """runtime/engine/device_scorer.py end to end with the emulated kernels: the same explanation as the host."""
     cpu = Explainer(tiny_bundle, intra_op_threads=1)
-    device = Explainer(cpu.bundle, backend=_EmulatedDeviceRunner(cpu.runner, emu))
+    device = Explainer(cpu.bundle, backend=EmulatedDeviceRunner(cpu.runner, emu))
     x = images(2, seed=int(np.random.SeedSequence().entropy % 2**32))
     opts = {"num_samples": 2} if method in ("sscam", "iscam") else {}
     a = cpu.explain(x, method, convention, batch_size=5, seed=3, **opts)

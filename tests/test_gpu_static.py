@@ -19,6 +19,8 @@ from camrt.runtime.backends import make_runner
 from camrt.runtime.backends.tensorrt_build import Profile, cached_profiles, engine_key, find_engines
 from camrt.runtime.bundle import Bundle
 
+from blocked_imports import run_without
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -205,20 +207,10 @@ def test_cli_export_fp16_needs_tensorrt(tmp_path, capsys):
 
 
 def test_runtime_imports_without_cupy_tensorrt_or_torch():
-    script = (
-        "import builtins, sys\n"
-        "real = builtins.__import__\n"
-        "def guarded(name, *a, **k):\n"
-        "    if name.split('.')[0] in ('torch', 'cupy', 'tensorrt'):\n"
-        "        raise ImportError(name + ' blocked')\n"
-        "    return real(name, *a, **k)\n"
-        "builtins.__import__ = guarded\n"
-        "import camrt, camrt.kernels.gpu, camrt.runtime.engine.device_scorer, camrt.runtime.backends.tensorrt\n"
-        "import camrt.runtime.backends.onnxruntime_cuda, camrt.runtime.backends.tensorrt_build\n"
-        "print('ok')\n"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    run_without("""
+        import camrt, camrt.kernels.gpu, camrt.runtime.engine.device_scorer, camrt.runtime.backends.tensorrt
+        import camrt.runtime.backends.onnxruntime_cuda, camrt.runtime.backends.tensorrt_build
+    """, blocked=("torch", "cupy", "tensorrt"), timeout=120)
 
 
 class _HostArray(np.ndarray):

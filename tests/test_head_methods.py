@@ -25,6 +25,7 @@ from camrt.runtime.methods import get_convention
 from camrt.runtime.plan import CLEAN, ZERO, plan_jobs
 
 import reference_loops as ref
+from emulated_device import EmulatedDeviceHeadRunner
 from tiny import SIZE, Tiny, images, torch_explainer
 
 W_RTOL, MAP_ATOL = 1e-5, 1e-5
@@ -58,21 +59,17 @@ def _close_weights(ours: np.ndarray, theirs: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------ parity
 def test_ablationcam_pytorch_grad_cam(setup):
     from pytorch_grad_cam import AblationCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model, explainer = setup
     x = images(2, seed=_seed())
     ours = explainer.explain(x, "ablationcam", "pytorch-grad-cam", batch_size=7)
     cam = AblationCAM(model=model, target_layers=[model.features])  # its default batch_size, 32
-    captured = []
-    original = cam.get_cam_weights
-    cam.get_cam_weights = lambda *a, **k: captured.append(original(*a, **k)) or captured[-1]
-    theirs = cam(input_tensor=torch.from_numpy(x), targets=[ClassifierOutputTarget(int(t)) for t in ours.targets])
-    _close_weights(ours.weights, captured[0])
+    weights, theirs = ref.gradcam_run(cam, x, ours.targets)
+    _close_weights(ours.weights, weights)
     np.testing.assert_allclose(ours.saliency, theirs, atol=MAP_ATOL)
     assert ours.native is not None and ours.native.shape == (2, 8, 8)
     if isinstance(model, TinyLinear):  # the chained fill matters: channel 0 and 32 share it, 1 differs
-        assert np.abs(captured[0]).max() > 1.0
+        assert np.abs(weights).max() > 1.0
 
 
 def test_ablationcam_paper(setup):
@@ -321,44 +318,6 @@ def test_cuda_kernels_equal_the_numpy_op(emu, spec):
     assert np.isnan(out[n:]).all(), "only out[:n] of the caller's buffer is written"
 
 
-class _EmulatedDeviceHeadRunner:
-    """A device head runner whose 'device' is the host: the head on the buffer the emulated kernels write."""
-
-    name = "emulated-device"
-
-    def __init__(self, runner, kernels, activation_shape):
-        self.inner, self.kernels, self.activation_shape = runner, kernels, activation_shape
-        self._head = self._input = None
-
-    def features(self, x):
-        return self.inner.features(x)
-
-    def head(self, a):
-        return self.inner.head(a)
-
-    def logits(self, x):
-        return self.inner.logits(x)
-
-    def input_buffer(self, rows):
-        self._input = np.full((rows, 3, SIZE, SIZE), np.nan, np.float32)
-        return self._input
-
-    def run_logits(self, n):
-        return self.inner.logits(self._input[:n])
-
-    def head_input_buffer(self, rows):
-        self._head = np.full((rows, *self.activation_shape), np.nan, np.float32)
-        return self._head
-
-    def run_head(self, n):
-        return np.asarray(self.inner.head(self._head[:n]), np.float32)
-
-    def stream_context(self):
-        from contextlib import nullcontext
-
-        return nullcontext()
-
-
 @pytest.mark.parametrize("method,convention,options", [
     ("ablationcam", "paper", {}), ("ablationcam", "pytorch-grad-cam", {}), ("reciprocam", "paper", {}),
     ("reciprocam", "paper", {"kernel": "gaussian"}), ("reciprocam", "openvino-xai", {}),
@@ -371,7 +330,7 @@ def test_device_head_scorer_equals_the_host_scorer(emu, method, convention, opti
 
     model = TinyLinear(seed=8).eval()
     cpu = torch_explainer(model)
-    runner = _EmulatedDeviceHeadRunner(cpu.runner, emu, tuple(cpu.bundle.manifest.activation_shape))
+    runner = EmulatedDeviceHeadRunner(cpu.runner, emu, tuple(cpu.bundle.manifest.activation_shape))
     assert is_device_head_runner(runner)
     conv = get_convention(method, convention, **options)
     assert isinstance(make_scorer(runner, conv, 4, (3, SIZE, SIZE), runner.activation_shape), DeviceHeadScorer)

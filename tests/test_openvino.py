@@ -4,11 +4,8 @@ to FP32, the INT8 graph in the bundle (hashed, atomic, replaceable), and one-lin
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-import textwrap
 import tracemalloc
 from pathlib import Path
 
@@ -22,7 +19,8 @@ from camrt.runtime.bundle import Bundle
 from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import list_conventions
 
-from tiny import SIZE, Tiny
+from blocked_imports import run_without
+from tiny import SIZE, Tiny, fresh_images
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install camrt[openvino])")
 
@@ -31,16 +29,6 @@ from camrt.runtime.calibrate import calibrate  # noqa: E402
 
 HAS_BF16 = "BF16" in ov_backend.capabilities(ov.Core())
 SAMPLES = {"sscam": {"num_samples": 2}, "iscam": {"num_samples": 2}}
-
-
-def _fresh_images(n: int) -> tuple[np.ndarray, int]:
-    seed = int.from_bytes(os.urandom(4), "little")
-    return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32), seed
-
-
-def _copy(bundle: Path, to: Path) -> Path:
-    shutil.copytree(bundle, to)
-    return to
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -59,7 +47,7 @@ def explainers(tiny_bundle):
 @pytest.fixture(scope="module")
 def calibrated(tiny_bundle, tmp_path_factory):
     """A copy of the tiny bundle with an INT8 graph calibrated on 8 random images (16 inputs)."""
-    bundle = _copy(tiny_bundle, tmp_path_factory.mktemp("int8") / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("int8") / "bundle")
     x = np.random.default_rng(1).standard_normal((8, 3, SIZE, SIZE)).astype(np.float32)
     return calibrate(bundle, x, samples=16)
 
@@ -68,7 +56,7 @@ def calibrated(tiny_bundle, tmp_path_factory):
 @pytest.mark.parametrize("method,convention", [(m, c) for m, cs in list_conventions().items() for c in cs])
 def test_fp32_equals_onnxruntime(explainers, method, convention):
     ort, fp32 = explainers
-    x, seed = _fresh_images(3)
+    x, seed = fresh_images(3)
     options = SAMPLES.get(method, {})
     expected = ort.explain(x, method, convention, batch_size=16, seed=0, **options)
     got = fp32.explain(x, method, convention, batch_size=16, seed=0, **options)
@@ -81,7 +69,7 @@ def test_fp32_equals_onnxruntime(explainers, method, convention):
 
 def test_runner_graphs_match_onnxruntime_and_close(tiny_bundle):
     bundle = Bundle.load(tiny_bundle)
-    x, seed = _fresh_images(5)
+    x, seed = fresh_images(5)
     reference = make_runner("onnxruntime", bundle, intra_op_threads=1)
     with make_runner("openvino", bundle, **runner_options("openvino", None, "fp32", 1)) as runner:
         activations = runner.features(x)
@@ -97,7 +85,7 @@ def test_runner_graphs_match_onnxruntime_and_close(tiny_bundle):
 
 def test_throughput_hint_splits_a_batch_over_its_requests_and_gives_the_same_logits(tiny_bundle):
     bundle = Bundle.load(tiny_bundle)
-    x, _ = _fresh_images(9)
+    x, _ = fresh_images(9)
     with make_runner("openvino", bundle, hint="THROUGHPUT") as runner, make_runner("openvino", bundle) as latency:
         np.testing.assert_allclose(runner.logits(x), latency.logits(x), rtol=1e-5, atol=1e-6)
 
@@ -106,7 +94,7 @@ def test_throughput_hint_splits_a_batch_over_its_requests_and_gives_the_same_log
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no native BF16")
 def test_bf16_maps_correlate_with_fp32_and_the_clean_pass_stays_fp32(tiny_bundle, explainers):
     _, fp32 = explainers
-    x, seed = _fresh_images(4)
+    x, seed = fresh_images(4)
     with Explainer(tiny_bundle, backend="openvino", precision="bf16") as bf16:
         np.testing.assert_array_equal(bf16.runner.features(x), fp32.runner.features(x))
         lower = bf16.explain(x, "scorecam", "torchcam")
@@ -119,7 +107,7 @@ def test_bf16_maps_correlate_with_fp32_and_the_clean_pass_stays_fp32(tiny_bundle
 
 def test_int8_maps_correlate_with_fp32(calibrated, explainers):
     _, fp32 = explainers
-    x, seed = _fresh_images(4)
+    x, seed = fresh_images(4)
     with Explainer(calibrated, backend="openvino", precision="int8") as int8:
         lower = int8.explain(x, "scorecam", "torchcam")
         assert not np.allclose(int8.runner.logits(x), fp32.runner.logits(x), rtol=1e-4)  # INT8 did run
@@ -138,7 +126,7 @@ def test_the_calibration_is_recorded_hashed_and_replaced_atomically(calibrated, 
     for name in (record["graph"], record["weights"]):
         assert name in calibrated.manifest.files and (calibrated.root / name).is_file()
     # calibrating again (another recipe) lists the new graph and deletes the old one; the bundle still verifies
-    bundle = _copy(calibrated.root, tmp_path / "again")
+    bundle = shutil.copytree(calibrated.root, tmp_path / "again")
     again = calibrate(bundle, np.random.default_rng(2).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32),
                       samples=6, mix="clean", ignore="first-conv+head", preset="mixed")
     facts = again.manifest.int8["openvino"]["calibration"]
@@ -174,20 +162,20 @@ def test_the_calibration_set_mixes_clean_images_and_the_methods_masked_inputs():
 
 
 def test_a_modified_int8_graph_or_an_unlisted_one_is_refused(calibrated, tmp_path):
-    bundle = _copy(calibrated.root, tmp_path / "tampered")
+    bundle = shutil.copytree(calibrated.root, tmp_path / "tampered")
     weights = bundle / calibrated.manifest.int8["openvino"]["weights"]
     weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(BundleError, match="SHA-256 does not match"):
         Bundle.load(bundle)
     loaded = Bundle.load(calibrated.root)  # loaded, then swapped: the runner reads verified bytes only
-    swapped = _copy(calibrated.root, tmp_path / "swapped")
+    swapped = shutil.copytree(calibrated.root, tmp_path / "swapped")
     loaded.root = swapped
     (swapped / calibrated.manifest.int8["openvino"]["graph"]).write_text("<net/>")
     with pytest.raises(BundleError, match="SHA-256 does not match"):
         make_runner("openvino", loaded, precision="int8")
     manifest = json.loads((calibrated.root / "manifest.json").read_text())
     manifest["int8"]["openvino"]["graph"] = "elsewhere.xml"
-    unlisted = _copy(calibrated.root, tmp_path / "unlisted")
+    unlisted = shutil.copytree(calibrated.root, tmp_path / "unlisted")
     (unlisted / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"int8\.openvino\.graph must name a file listed in files, got 'elsewhere"):
         Bundle.load(unlisted)
@@ -196,7 +184,7 @@ def test_a_modified_int8_graph_or_an_unlisted_one_is_refused(calibrated, tmp_pat
 def test_an_int8_graph_openvino_cannot_read_is_one_line(calibrated, tmp_path):
     import hashlib
 
-    bundle = _copy(calibrated.root, tmp_path / "broken")
+    bundle = shutil.copytree(calibrated.root, tmp_path / "broken")
     graph = calibrated.manifest.int8["openvino"]["graph"]
     (bundle / graph).write_text("<net name='x'><layers><layer/></net>")  # hashed as listed, but no IR
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -286,7 +274,7 @@ def _photos(folder: Path, good: int, bad: int) -> Path:
 def test_cli_calibrate_skips_bad_images_in_one_line_each(tiny_bundle, tmp_path, capsys):
     from camrt.cli import main
 
-    bundle = _copy(tiny_bundle, tmp_path / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     photos = _photos(tmp_path / "photos", good=3, bad=2)
     assert main(["calibrate", str(bundle), str(photos), "--samples", "8"]) == 2  # written, but images skipped
     err = capsys.readouterr()
@@ -300,7 +288,7 @@ def test_cli_calibrate_skips_bad_images_in_one_line_each(tiny_bundle, tmp_path, 
 def test_cli_calibrate_with_no_usable_image_fails_in_one_line(tiny_bundle, tmp_path, capsys):
     from camrt.cli import main
 
-    bundle = _copy(tiny_bundle, tmp_path / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     photos = _photos(tmp_path / "photos", good=0, bad=2)
     assert main(["calibrate", str(bundle), str(photos)]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -310,26 +298,14 @@ def test_cli_calibrate_with_no_usable_image_fails_in_one_line(tiny_bundle, tmp_p
 
 # ------------------------------------------------------------------------------------------ no torch, memory
 def test_the_openvino_backend_runs_without_torch(calibrated):
-    script = textwrap.dedent(f"""
-        import sys, builtins
-        real_import = builtins.__import__
-        def guarded(name, *args, **kwargs):
-            if name == "torch" or name.startswith("torch.") or name.startswith("torchvision"):
-                raise ImportError("torch is blocked in this test")
-            return real_import(name, *args, **kwargs)
-        builtins.__import__ = guarded
+    run_without(f"""
         import numpy as np
         import camrt
         x = np.random.default_rng(0).standard_normal((2, 3, {SIZE}, {SIZE})).astype(np.float32)
         for precision in ("fp32", "int8"):
             with camrt.Explainer({str(calibrated.root)!r}, backend="openvino", precision=precision) as e:
                 assert e.explain(x, "scorecam++").saliency.shape == (2, {SIZE}, {SIZE})
-        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
-        print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
 
 
 def _peak(explainer: Explainer) -> int:

@@ -4,7 +4,6 @@ bundle beside OpenVINO's, close to FP32 on fresh inputs, the clean pass still FP
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,17 +17,13 @@ from camrt.runtime.backends import make_runner
 from camrt.runtime.bundle import Bundle
 from camrt.runtime.explainer import Explainer
 
-from tiny import SIZE
+from blocked_imports import run_without
+from tiny import SIZE, fresh_images
 
 pytest.importorskip("onnx", reason="onnx is not installed (calibrating for onnxruntime needs it)")
 pytest.importorskip("onnxruntime.quantization")
 
 from camrt.runtime.calibrate import calibrate  # noqa: E402
-
-
-def _copy(bundle: Path, to: Path) -> Path:
-    shutil.copytree(bundle, to)
-    return to
 
 
 def _photos(folder: Path, n: int) -> Path:
@@ -40,21 +35,16 @@ def _photos(folder: Path, n: int) -> Path:
     return folder
 
 
-def _fresh_images(n: int) -> tuple[np.ndarray, int]:
-    seed = int.from_bytes(os.urandom(4), "little")
-    return np.random.default_rng(seed).standard_normal((n, 3, SIZE, SIZE)).astype(np.float32), seed
-
-
 @pytest.fixture(scope="module")
 def calibrated(tiny_bundle, tmp_path_factory) -> Bundle:
     """A copy of the tiny bundle with an ONNX Runtime INT8 graph calibrated on 8 random images (24 inputs)."""
-    bundle = _copy(tiny_bundle, tmp_path_factory.mktemp("ort-int8") / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("ort-int8") / "bundle")
     x = np.random.default_rng(1).standard_normal((8, 3, SIZE, SIZE)).astype(np.float32)
     return calibrate(bundle, x, samples=24, mix="mixed", engine="onnxruntime")
 
 
 def test_int8_maps_correlate_with_fp32_and_the_clean_pass_stays_fp32(calibrated):
-    x, seed = _fresh_images(4)
+    x, seed = fresh_images(4)
     with Explainer(calibrated.root, intra_op_threads=1) as fp32, \
             Explainer(calibrated.root, precision="int8", intra_op_threads=1) as int8:
         assert not np.allclose(int8.runner.logits(x), fp32.runner.logits(x), rtol=1e-3)  # INT8 did run
@@ -81,7 +71,7 @@ def test_the_graph_is_qdq_hashed_and_recorded(calibrated):
 
 def test_calibrating_one_engine_keeps_the_others_graph(calibrated, tmp_path):
     pytest.importorskip("nncf")
-    bundle = _copy(calibrated.root, tmp_path / "both")
+    bundle = shutil.copytree(calibrated.root, tmp_path / "both")
     x = np.random.default_rng(2).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
     both = calibrate(bundle, x, samples=6, engine="openvino")
     assert list(both.manifest.int8) == ["onnxruntime", "openvino"]
@@ -98,7 +88,7 @@ def test_calibrating_one_engine_keeps_the_others_graph(calibrated, tmp_path):
 
 def test_a_first_calibrate_record_still_loads(calibrated, tmp_path):
     """Bundles calibrated before ONNX Runtime INT8 hold one OpenVINO record, not one per engine."""
-    bundle = _copy(calibrated.root, tmp_path / "old")
+    bundle = shutil.copytree(calibrated.root, tmp_path / "old")
     manifest = json.loads((bundle / "manifest.json").read_text())
     ort = manifest["int8"]["onnxruntime"]
     record = {**ort, "engine": "openvino", "weights": ort["graph"]}  # any listed files: only the shape is read
@@ -109,7 +99,7 @@ def test_a_first_calibrate_record_still_loads(calibrated, tmp_path):
 
 def test_a_tampered_int8_graph_is_refused(calibrated, tmp_path):
     loaded = Bundle.load(calibrated.root)
-    swapped = _copy(calibrated.root, tmp_path / "swapped")
+    swapped = shutil.copytree(calibrated.root, tmp_path / "swapped")
     loaded.root = swapped
     (swapped / calibrated.manifest.int8["onnxruntime"]["graph"]).write_bytes(b"\0" * 16)
     with pytest.raises(BundleError, match="SHA-256 does not match"):
@@ -135,7 +125,7 @@ def test_int8_on_a_gpu_is_refused_in_one_line(calibrated):
     ({"engine": "tflite"}, "engine: expected one of openvino, onnxruntime, got 'tflite'"),
 ])
 def test_bad_arguments_are_one_line(tiny_bundle, tmp_path, options, message):
-    bundle = _copy(tiny_bundle, tmp_path / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     with pytest.raises(InputError) as info:
         calibrate(bundle, np.ones((1, 3, SIZE, SIZE), np.float32), **{"engine": "onnxruntime", **options})
     assert str(info.value) == message
@@ -153,7 +143,7 @@ def test_onnx_missing_is_one_line(tiny_bundle, monkeypatch):
 def test_cli_calibrates_for_onnxruntime_then_explains_at_int8(tiny_bundle, tmp_path, capsys):
     from camrt.cli import main
 
-    bundle = _copy(tiny_bundle, tmp_path / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     photos = _photos(tmp_path / "photos", 3)
     assert main(["calibrate", str(bundle), str(photos), "--engine", "onnxruntime", "--samples", "8"]) == 0
     out = capsys.readouterr().out
@@ -167,7 +157,7 @@ def test_a_run_resumes_after_calibrating_and_an_int8_run_is_pinned_to_its_graph(
     SHA-256 and precision, so it never resumes over another calibration or precision."""
     from camrt.runtime.explain_dataset import explain_dataset
 
-    bundle = _copy(tiny_bundle, tmp_path / "bundle")
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
     photos = _photos(tmp_path / "photos", 2)
     x = np.random.default_rng(1).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
     run = {"backend_options": {"intra_op_threads": 1}, "progress": False}
@@ -184,3 +174,13 @@ def test_a_run_resumes_after_calibrating_and_an_int8_run_is_pinned_to_its_graph(
     calibrate(bundle, x, samples=6, engine="onnxruntime")  # another calibration: another graph
     with pytest.raises(InputError, match=r"other settings \(int8_sha256\)"):
         explain_dataset(bundle, photos, tmp_path / "int8", resume=True, **int8)
+
+
+def test_onnxruntime_int8_runs_without_torch(calibrated):
+    run_without(f"""
+        import numpy as np
+        import camrt
+        x = np.random.default_rng(0).standard_normal((2, 3, {SIZE}, {SIZE})).astype(np.float32)
+        with camrt.Explainer({str(calibrated.root)!r}, precision="int8") as e:
+            assert e.runner.precision == "int8" and e.explain(x, "scorecam").saliency.shape == (2, {SIZE}, {SIZE})
+    """)

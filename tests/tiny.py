@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,9 @@ def torch_explainer(model: Tiny, size: int = SIZE) -> Explainer:
 
 def images(n: int, seed: int, size: int = SIZE) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
+
+
+def fresh_images(n: int, size: int = SIZE) -> tuple[np.ndarray, int]:
+    """n standard-normal inputs (n, 3, size, size) from a fresh seed, and the seed (for the failure message)."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32), seed
