@@ -3,70 +3,25 @@ driven by the same Python (kernels/gpu.py over NumPy), against the NumPy referen
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from camrt.kernels import MaskSpec, add_range_scaled_noise, masked_inputs
-from camrt.kernels.gpu import NULL, CudaKernels
+from camrt.kernels.gpu import CudaKernels
 from camrt.runtime.combine import combine
 from camrt.runtime.engine.scoring import score_rows
 from camrt.runtime.explainer import Explainer
 from camrt.runtime.methods import get_convention, list_conventions
 from camrt.runtime.plan import plan_jobs
 
-from emulated_device import EmulatedDeviceRunner
+from emulated_device import EmulatedDeviceRunner, emulated_kernels
 from tiny import images
-
-ROOT = Path(__file__).resolve().parents[1]
-THREADS = 16  # threads per emulated block: small, since each is a std::thread
-
-
-def _gxx_version() -> int:
-    try:
-        return int(subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout.split(".")[0])
-    except (OSError, ValueError):
-        return 0
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> CudaKernels:
     """The kernels compiled with g++ into a temp dir, behind the CudaKernels wrapper with NumPy arrays."""
-    if shutil.which("g++") is None or _gxx_version() < 11:
-        pytest.skip("the host emulation needs g++ 11 or newer (C++20 <barrier>)")
-    lib_path = tmp_path_factory.mktemp("cuda_emulation") / "kernels.so"
-    cmd = ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread", "-DCAMRT_HOST_EMULATION",
-           f"-I{ROOT / 'tools' / 'cuda_emulation'}", f"-I{ROOT / 'kernels' / 'cuda'}",
-           str(ROOT / "tools" / "cuda_emulation" / "harness.cpp"), "-o", str(lib_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    lib = ctypes.CDLL(str(lib_path))
-    lib.emu_launch_kernel.restype = ctypes.c_int
-    lib.emu_launch_kernel.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
-    return CudaKernels(_ctypes_launcher(lib), np, threads=THREADS)
-
-
-def _ctypes_launcher(lib):
-    kinds = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float,
-             np.float64: ctypes.c_double}
-
-    def launch(name, grid, block, args):
-        values = []
-        for a in args:
-            if a is NULL:
-                values.append(ctypes.c_void_p(None))
-            elif isinstance(a, np.ndarray):
-                values.append(ctypes.c_void_p(a.ctypes.data))
-            else:
-                values.append(kinds[type(a)](a.item()))
-        argv = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-        assert lib.emu_launch_kernel(name.encode(), grid, block, argv) == 0, f"no kernel {name}"
-
-    return launch
+    return emulated_kernels(tmp_path_factory.mktemp("cuda_emulation"))
 
 
 def _rand(rng, *shape, scale=5.0):

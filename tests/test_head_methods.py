@@ -9,23 +9,19 @@ scores' (about 1e-7) divided by their range: the models' heads are scaled so tha
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from camrt.kernels.activations import GAUSSIAN, HeadSpec, ablation_fills, cuda_masked_activations, masked_activations
-from camrt.kernels.gpu import NULL, CudaKernels
+from camrt.kernels.gpu import CudaKernels
 from camrt.runtime.engine.window import Image
 from camrt.runtime.methods import get_convention
 from camrt.runtime.plan import CLEAN, ZERO, plan_jobs
 
 import reference_loops as ref
-from emulated_device import EmulatedDeviceHeadRunner
+from emulated_device import EmulatedDeviceHeadRunner, emulated_kernels
 from tiny import SIZE, Tiny, images, torch_explainer
 
 W_RTOL, MAP_ATOL = 1e-5, 1e-5
@@ -235,71 +231,10 @@ def test_options_are_checked():
 
 
 # ------------------------------------------------------------------------------------------ CUDA, emulated
-def _harness_source() -> str:
-    """An emulation harness (as tools/cuda_emulation/harness.cpp) for the kernels the head scorers launch:
-    activations.cu's, score accumulation, and the combination's."""
-    names = ["accumulate_scores", "weighted_sum", "resize_maps", "finish_maps", "ablate_channels", "keep_positions"]
-    table = ",\n".join(f'{{"{n}", [](unsigned g, unsigned b, void** a) {{ call(&{n}, g, b, a); }}}}' for n in names)
-    return "\n".join([
-        "#include <string>", "#include <tuple>", "#include <unordered_map>", "#include <utility>",
-        '#include "masks.cu"', '#include "combine.cu"', '#include "activations.cu"',
-        "template <typename... A, std::size_t... I>",
-        "void call_with(void (*k)(A...), unsigned g, unsigned b, void** argv, std::index_sequence<I...>) {",
-        "    std::tuple<std::decay_t<A>...> args{*static_cast<std::decay_t<A>*>(argv[I])...};",
-        "    emu_launch(g, b, [&] { std::apply(k, args); });",
-        "}",
-        "template <typename... A> void call(void (*k)(A...), unsigned g, unsigned b, void** argv) {",
-        "    call_with(k, g, b, argv, std::index_sequence_for<A...>{});",
-        "}",
-        "using Launcher = void (*)(unsigned, unsigned, void**);",
-        "static const std::unordered_map<std::string, Launcher> TABLE{" + table + "};",
-        'extern "C" int emu_launch_kernel(const char* name, unsigned grid, unsigned block, void** argv) {',
-        "    auto it = TABLE.find(name);",
-        "    if (it == TABLE.end()) return 1;",
-        "    it->second(grid, block, argv);",
-        "    return 0;",
-        "}",
-    ])
-
-
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory) -> CudaKernels:
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    try:
-        major = int(subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout.split(".")[0])
-    except (OSError, ValueError):
-        major = 0
-    if shutil.which("g++") is None or major < 11:
-        pytest.skip("the host emulation needs g++ 11 or newer (C++20 <barrier>)")
-    tmp = tmp_path_factory.mktemp("head_emulation")
-    (tmp / "harness.cpp").write_text(_harness_source())
-    lib_path = tmp / "kernels.so"
-    cmd = ["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-shared", "-pthread", "-DCAMRT_HOST_EMULATION",
-           f"-I{root / 'tools' / 'cuda_emulation'}", f"-I{root / 'kernels' / 'cuda'}", str(tmp / "harness.cpp"),
-           "-o", str(lib_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    lib = ctypes.CDLL(str(lib_path))
-    lib.emu_launch_kernel.restype = ctypes.c_int
-    lib.emu_launch_kernel.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p]
-    kinds = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float,
-             np.float64: ctypes.c_double}
-
-    def launch(name, grid, block, args):
-        values = []
-        for a in args:
-            if a is NULL:
-                values.append(ctypes.c_void_p(None))
-            elif isinstance(a, np.ndarray):
-                values.append(ctypes.c_void_p(a.ctypes.data))
-            else:
-                values.append(kinds[type(a)](a.item()))
-        argv = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-        assert lib.emu_launch_kernel(name.encode(), grid, block, argv) == 0, f"no kernel {name}"
-
-    return CudaKernels(launch, np, threads=16)
+    """kernels/cuda/*.cu, activations.cu's kernels among them, compiled for the host."""
+    return emulated_kernels(tmp_path_factory.mktemp("head_emulation"))
 
 
 @pytest.mark.parametrize("spec", [HeadSpec("ablate"), HeadSpec("keep"), HeadSpec("keep", kernel="gaussian")],

@@ -8,6 +8,7 @@
 
 #include "masks.cu"
 #include "combine.cu"
+#include "activations.cu"
 
 namespace {
 using Launcher = void (*)(unsigned, unsigned, void**);
@@ -38,6 +39,8 @@ const std::unordered_map<std::string, Launcher>& kernels() {
         {"gated_weighted_sum", &launcher<&gated_weighted_sum>},
         {"resize_maps", &launcher<&resize_maps>},
         {"finish_maps", &launcher<&finish_maps>},
+        {"ablate_channels", &launcher<&ablate_channels>},
+        {"keep_positions", &launcher<&keep_positions>},
     };
     return table;
 }
