@@ -184,3 +184,31 @@ def test_onnxruntime_int8_runs_without_torch(calibrated):
         with camrt.Explainer({str(calibrated.root)!r}, precision="int8") as e:
             assert e.runner.precision == "int8" and e.explain(x, "scorecam").saliency.shape == (2, {SIZE}, {SIZE})
     """)
+
+
+def test_an_int8_graph_onnxruntime_cannot_load_is_one_line(calibrated, tmp_path):
+    import hashlib
+
+    bundle = shutil.copytree(calibrated.root, tmp_path / "broken")
+    graph = calibrated.manifest.int8["onnxruntime"]["graph"]
+    (bundle / graph).write_bytes(b"not an onnx graph")  # hashed as listed, but no graph
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][graph] = hashlib.sha256((bundle / graph).read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError) as info:
+        make_runner("onnxruntime", Bundle.load(bundle), precision="int8")
+    assert str(info.value).startswith(f"{bundle / graph}: ONNX Runtime cannot load it (")
+    assert "\n" not in str(info.value)
+
+
+def test_a_precision_the_runner_lacks_and_external_data_are_one_line(tiny_bundle, monkeypatch):
+    from camrt.runtime.backends.onnxruntime import OnnxrtRunner
+
+    bundle = Bundle.load(tiny_bundle)
+    with pytest.raises(InputError, match=r"^--precision bf16: backend onnxruntime takes fp32, int8 on the CPU$"):
+        OnnxrtRunner(bundle, precision="bf16")
+    monkeypatch.setattr(bundle, "external_data", lambda: {"features.onnx.data": b"\0"})
+    with pytest.raises(InputError) as info:
+        calibrate(bundle, np.ones((1, 3, SIZE, SIZE), np.float32), engine="onnxruntime")
+    assert str(info.value) == (f"{tiny_bundle}: its graphs keep their weights in external data; camrt calibrate "
+                               "--engine onnxruntime takes graphs under 2 GB (use --engine openvino)")
